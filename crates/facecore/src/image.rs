@@ -1,0 +1,312 @@
+//! From images to model input tensors, and from model coordinates back to image pixels.
+//!
+//! [`image_to_tensor`] resizes (stretch or letterbox, bilinear with half-pixel centres and no
+//! antialiasing, as OpenCV's `INTER_LINEAR`), orders the channels (RGB or BGR), normalises with a
+//! per-channel mean and standard deviation, and returns an NCHW f32 tensor together with the
+//! [`InputTransform`] that maps every model-space coordinate back to original-image pixels.
+
+use candle_core::{Device, Tensor};
+use image::{Rgb, RgbImage};
+
+use crate::geometry::{Affine2, BBox, Point};
+use crate::{Error, Result};
+
+/// The order of the colour channels a model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red (OpenCV-trained models).
+    Bgr,
+}
+
+/// How pixel values (0 to 255) become model inputs: `(pixel - mean) / std` per output channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalization {
+    /// Channel order of the tensor.
+    pub order: ChannelOrder,
+    /// Per-channel mean, in the tensor's channel order, in 0–255 units.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation, in the tensor's channel order, in 0–255 units.
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    /// RGB scaled to `[-1, 1]`: `x / 127.5 - 1`.
+    pub const RGB_SIGNED_UNIT: Normalization = Normalization {
+        order: ChannelOrder::Rgb,
+        mean: [127.5; 3],
+        std: [127.5; 3],
+    };
+}
+
+/// How an image is brought to a model's input size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Resize {
+    /// Keep the image's size.
+    Keep,
+    /// Stretch to exactly `width` x `height`.
+    Exact {
+        /// Target width in pixels.
+        width: u32,
+        /// Target height in pixels.
+        height: u32,
+    },
+    /// Scale by `min(width / w, height / h)`, keeping the aspect ratio, and centre the result in
+    /// a `width` x `height` canvas filled with `pad` (a pixel value in 0–255 units, before
+    /// normalisation).
+    Letterbox {
+        /// Target width in pixels.
+        width: u32,
+        /// Target height in pixels.
+        height: u32,
+        /// Value of the padding pixels, 0–255 units.
+        pad: f32,
+    },
+}
+
+/// The map from original-image pixels to model-input pixels: `model = original * scale + offset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputTransform {
+    /// Horizontal scale.
+    pub scale_x: f32,
+    /// Vertical scale.
+    pub scale_y: f32,
+    /// Horizontal offset in model pixels (letterbox padding on the left).
+    pub offset_x: f32,
+    /// Vertical offset in model pixels (letterbox padding at the top).
+    pub offset_y: f32,
+    /// Model input width.
+    pub input_width: u32,
+    /// Model input height.
+    pub input_height: u32,
+}
+
+impl InputTransform {
+    /// Maps a model-input point back to original-image pixels.
+    pub fn to_original(&self, p: Point) -> Point {
+        Point::new(
+            (p.x - self.offset_x) / self.scale_x,
+            (p.y - self.offset_y) / self.scale_y,
+        )
+    }
+
+    /// Maps a model-input box back to original-image pixels.
+    pub fn box_to_original(&self, b: &BBox) -> BBox {
+        let p0 = self.to_original(Point::new(b.x0, b.y0));
+        let p1 = self.to_original(Point::new(b.x1, b.y1));
+        BBox::new(p0.x, p0.y, p1.x, p1.y)
+    }
+}
+
+/// Converts `img` into a `1 x 3 x H x W` f32 tensor as described by `resize` and `norm`.
+pub fn image_to_tensor(
+    img: &RgbImage,
+    resize: Resize,
+    norm: &Normalization,
+    device: &Device,
+) -> Result<(Tensor, InputTransform)> {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::InvalidImage(format!("image is {w}x{h} pixels")));
+    }
+    let (out_w, out_h, region) = match resize {
+        Resize::Keep => (w, h, (0, 0, w, h)),
+        Resize::Exact { width, height } => (width, height, (0, 0, width, height)),
+        Resize::Letterbox { width, height, .. } => {
+            let s = (width as f64 / w as f64).min(height as f64 / h as f64);
+            let rw = ((w as f64 * s).round() as u32).clamp(1, width.max(1));
+            let rh = ((h as f64 * s).round() as u32).clamp(1, height.max(1));
+            (width, height, ((width - rw) / 2, (height - rh) / 2, rw, rh))
+        }
+    };
+    if out_w == 0 || out_h == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "model input size {out_w}x{out_h}"
+        )));
+    }
+    let pad = match resize {
+        Resize::Letterbox { pad, .. } => pad,
+        _ => 0.0,
+    };
+    let (ox, oy, rw, rh) = region;
+    let plane = (out_w * out_h) as usize;
+    let mut data = vec![0f32; 3 * plane];
+    let channel_of = |c: usize| match norm.order {
+        ChannelOrder::Rgb => c,
+        ChannelOrder::Bgr => 2 - c,
+    };
+    for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
+        chunk.fill((pad - norm.mean[c]) / norm.std[c]);
+    }
+    let xs = sample_positions(w, rw);
+    let ys = sample_positions(h, rh);
+    for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
+        let row = (oy as usize + dy) * out_w as usize + ox as usize;
+        for (dx, &(x0, x1, fx)) in xs.iter().enumerate() {
+            let p00 = img.get_pixel(x0, y0).0;
+            let p01 = img.get_pixel(x1, y0).0;
+            let p10 = img.get_pixel(x0, y1).0;
+            let p11 = img.get_pixel(x1, y1).0;
+            for c in 0..3 {
+                let src = channel_of(c);
+                let top = p00[src] as f32 + (p01[src] as f32 - p00[src] as f32) * fx;
+                let bottom = p10[src] as f32 + (p11[src] as f32 - p10[src] as f32) * fx;
+                let v = top + (bottom - top) * fy;
+                data[c * plane + row + dx] = (v - norm.mean[c]) / norm.std[c];
+            }
+        }
+    }
+    let tensor = Tensor::from_vec(data, (1, 3, out_h as usize, out_w as usize), device)?;
+    let transform = InputTransform {
+        scale_x: rw as f32 / w as f32,
+        scale_y: rh as f32 / h as f32,
+        offset_x: ox as f32,
+        offset_y: oy as f32,
+        input_width: out_w,
+        input_height: out_h,
+    };
+    Ok((tensor, transform))
+}
+
+/// For each of `dst` output positions, the two source indices and the weight of the second, for
+/// bilinear resampling with half-pixel centres from `src` positions.
+fn sample_positions(src: u32, dst: u32) -> Vec<(u32, u32, f32)> {
+    let ratio = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            let f = ((d as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
+            let i0 = f.floor() as u32;
+            let i1 = (i0 + 1).min(src - 1);
+            (i0, i1, (f - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// Crops a `width` x `height` chip from `img` through the affine map `src_to_dst` (source pixels
+/// to chip pixels), with bilinear sampling and black outside the source. It follows OpenCV's
+/// `warpAffine`: chip pixel `(i, j)` samples the source at `src_to_dst⁻¹(i, j)`, so keypoints
+/// are used as the reference pipelines use them.
+pub fn warp_affine(img: &RgbImage, src_to_dst: &Affine2, width: u32, height: u32) -> Result<RgbImage> {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::InvalidImage(format!("image is {w}x{h} pixels")));
+    }
+    let inv = src_to_dst.inverse()?;
+    let sample = |x: i64, y: i64| -> [f32; 3] {
+        if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
+            [0.0; 3]
+        } else {
+            let p = img.get_pixel(x as u32, y as u32).0;
+            [p[0] as f32, p[1] as f32, p[2] as f32]
+        }
+    };
+    Ok(RgbImage::from_fn(width, height, |i, j| {
+        let s = inv.apply(Point::new(i as f32, j as f32));
+        let (x0, y0) = (s.x.floor(), s.y.floor());
+        let (fx, fy) = (s.x - x0, s.y - y0);
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let (a, b, c, d) = (
+            sample(x0, y0),
+            sample(x0 + 1, y0),
+            sample(x0, y0 + 1),
+            sample(x0 + 1, y0 + 1),
+        );
+        let mut out = [0u8; 3];
+        for k in 0..3 {
+            let top = a[k] + (b[k] - a[k]) * fx;
+            let bottom = c[k] + (d[k] - c[k]) * fx;
+            out[k] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+        }
+        Rgb(out)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 10) as u8, (y * 10) as u8, 200]))
+    }
+
+    #[test]
+    fn keep_normalises_and_orders_channels() {
+        let img = ramp(3, 2);
+        let norm = Normalization {
+            order: ChannelOrder::Bgr,
+            mean: [100.0, 0.0, 0.0],
+            std: [2.0, 1.0, 1.0],
+        };
+        let (t, tr) = image_to_tensor(&img, Resize::Keep, &norm, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 2, 3]);
+        let v: Vec<Vec<Vec<f32>>> = t.squeeze(0).unwrap().to_vec3().unwrap();
+        assert_eq!(v[0][0], vec![50.0, 50.0, 50.0]);
+        assert_eq!(v[1][1], vec![10.0, 10.0, 10.0]);
+        assert_eq!(v[2][0], vec![0.0, 10.0, 20.0]);
+        assert_eq!(tr.scale_x, 1.0);
+    }
+
+    #[test]
+    fn letterbox_records_scale_and_offset() {
+        let img = ramp(40, 20);
+        let (t, tr) = image_to_tensor(
+            &img,
+            Resize::Letterbox {
+                width: 16,
+                height: 16,
+                pad: 127.5,
+            },
+            &Normalization::RGB_SIGNED_UNIT,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(t.dims(), &[1, 3, 16, 16]);
+        assert_eq!((tr.scale_x, tr.scale_y), (0.4, 0.4));
+        assert_eq!((tr.offset_x, tr.offset_y), (0.0, 4.0));
+        let p = tr.to_original(Point::new(8.0, 8.0));
+        assert_eq!((p.x, p.y), (20.0, 10.0));
+        let v: Vec<Vec<Vec<f32>>> = t.squeeze(0).unwrap().to_vec3().unwrap();
+        assert_eq!(v[0][0][0], 0.0, "padding is 127.5 before normalisation");
+    }
+
+    #[test]
+    fn downscale_by_two_averages_pixel_pairs() {
+        let img = ramp(4, 4);
+        let norm = Normalization {
+            order: ChannelOrder::Rgb,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let (t, _) = image_to_tensor(
+            &img,
+            Resize::Exact {
+                width: 2,
+                height: 2,
+            },
+            &norm,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let v: Vec<Vec<Vec<f32>>> = t.squeeze(0).unwrap().to_vec3().unwrap();
+        assert_eq!(v[0][0], vec![5.0, 25.0]);
+    }
+
+    #[test]
+    fn empty_image_is_an_error() {
+        let img = RgbImage::new(0, 5);
+        assert!(image_to_tensor(&img, Resize::Keep, &Normalization::RGB_SIGNED_UNIT, &Device::Cpu).is_err());
+        assert!(warp_affine(&img, &Affine2::IDENTITY, 4, 4).is_err());
+    }
+
+    #[test]
+    fn warp_with_a_translation_shifts_pixels() {
+        let img = ramp(8, 8);
+        let shift = Affine2([[1.0, 0.0, -2.0], [0.0, 1.0, -1.0]]);
+        let chip = warp_affine(&img, &shift, 4, 4).unwrap();
+        assert_eq!(chip.get_pixel(0, 0).0, img.get_pixel(2, 1).0);
+        assert_eq!(chip.get_pixel(3, 2).0, img.get_pixel(5, 3).0);
+        let outside = warp_affine(&img, &Affine2([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0]]), 4, 4).unwrap();
+        assert_eq!(outside.get_pixel(0, 0).0, [0, 0, 0]);
+    }
+}
