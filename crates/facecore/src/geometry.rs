@@ -101,10 +101,13 @@ impl BBox {
     /// The smallest box holding every point (`None` for no points).
     pub fn enclosing(points: &[Point]) -> Option<BBox> {
         let first = points.first()?;
-        Some(points.iter().fold(
-            BBox::new(first.x, first.y, first.x, first.y),
-            |b, p| BBox::new(b.x0.min(p.x), b.y0.min(p.y), b.x1.max(p.x), b.y1.max(p.y)),
-        ))
+        Some(
+            points
+                .iter()
+                .fold(BBox::new(first.x, first.y, first.x, first.y), |b, p| {
+                    BBox::new(b.x0.min(p.x), b.y0.min(p.y), b.x1.max(p.x), b.y1.max(p.y))
+                }),
+        )
     }
 }
 
@@ -223,7 +226,11 @@ impl Affine2 {
         let svd = cov.svd(true, true);
         let (u, vt) = match (svd.u, svd.v_t) {
             (Some(u), Some(vt)) => (u, vt),
-            _ => return Err(Error::Degenerate("SVD failed in similarity estimation".into())),
+            _ => {
+                return Err(Error::Degenerate(
+                    "SVD failed in similarity estimation".into(),
+                ))
+            }
         };
         let mut sign = Vector2::new(1.0, 1.0);
         if cov.determinant() < 0.0 {
@@ -274,7 +281,11 @@ mod tests {
             Point::new(70.72, 92.20),
         ];
         let id = Affine2::estimate_similarity(&pts, &pts).unwrap();
-        for (r, e) in id.0.iter().flatten().zip(Affine2::IDENTITY.0.iter().flatten()) {
+        for (r, e) in
+            id.0.iter()
+                .flatten()
+                .zip(Affine2::IDENTITY.0.iter().flatten())
+        {
             assert!((r - e).abs() < 1e-4, "{id:?}");
         }
         let (c, s) = (2.0 * 0.5f32.cos(), 2.0 * 0.5f32.sin());

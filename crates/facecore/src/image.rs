@@ -187,7 +187,12 @@ fn sample_positions(src: u32, dst: u32) -> Vec<(u32, u32, f32)> {
 /// to chip pixels), with bilinear sampling and black outside the source. It follows OpenCV's
 /// `warpAffine`: chip pixel `(i, j)` samples the source at `src_to_dst⁻¹(i, j)`, so keypoints
 /// are used as the reference pipelines use them.
-pub fn warp_affine(img: &RgbImage, src_to_dst: &Affine2, width: u32, height: u32) -> Result<RgbImage> {
+pub fn warp_affine(
+    img: &RgbImage,
+    src_to_dst: &Affine2,
+    width: u32,
+    height: u32,
+) -> Result<RgbImage> {
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         return Err(Error::InvalidImage(format!("image is {w}x{h} pixels")));
@@ -295,7 +300,13 @@ mod tests {
     #[test]
     fn empty_image_is_an_error() {
         let img = RgbImage::new(0, 5);
-        assert!(image_to_tensor(&img, Resize::Keep, &Normalization::RGB_SIGNED_UNIT, &Device::Cpu).is_err());
+        assert!(image_to_tensor(
+            &img,
+            Resize::Keep,
+            &Normalization::RGB_SIGNED_UNIT,
+            &Device::Cpu
+        )
+        .is_err());
         assert!(warp_affine(&img, &Affine2::IDENTITY, 4, 4).is_err());
     }
 
@@ -306,7 +317,8 @@ mod tests {
         let chip = warp_affine(&img, &shift, 4, 4).unwrap();
         assert_eq!(chip.get_pixel(0, 0).0, img.get_pixel(2, 1).0);
         assert_eq!(chip.get_pixel(3, 2).0, img.get_pixel(5, 3).0);
-        let outside = warp_affine(&img, &Affine2([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0]]), 4, 4).unwrap();
+        let outside =
+            warp_affine(&img, &Affine2([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0]]), 4, 4).unwrap();
         assert_eq!(outside.get_pixel(0, 0).0, [0, 0, 0]);
     }
 }

@@ -200,9 +200,11 @@ impl Module for Conv2d {
                 let (h, w) = (xs.dim(D::Minus2)?, xs.dim(D::Minus1)?);
                 let (top, bottom) = same_padding(h, s.kernel, s.stride);
                 let (left, right) = same_padding(w, s.kernel, s.stride);
-                let padded = xs
-                    .pad_with_zeros(D::Minus2, top, bottom)?
-                    .pad_with_zeros(D::Minus1, left, right)?;
+                let padded = xs.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(
+                    D::Minus1,
+                    left,
+                    right,
+                )?;
                 padded.conv2d(&self.weight, 0, s.stride, 1, s.groups)?
             }
         };
@@ -285,7 +287,14 @@ mod tests {
             .unwrap()
             .reshape((1, 5, 1, 1))
             .unwrap();
-        let v = |a: Activation| -> Vec<f32> { a.apply(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+        let v = |a: Activation| -> Vec<f32> {
+            a.apply(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
         assert_eq!(v(Activation::Relu), vec![0., 0., 0., 3., 7.]);
         assert_eq!(v(Activation::Relu6), vec![0., 0., 0., 3., 6.]);
         assert_eq!(v(Activation::LeakyRelu(0.1)), vec![-0.2, -0.05, 0., 3., 7.]);

@@ -122,11 +122,8 @@ impl Weights {
             weights: self,
             failure: Mutex::new(None),
         });
-        let vb = VarBuilder::from_backend(
-            Box::new(SharedBackend(backend.clone())),
-            DType::F32,
-            device,
-        );
+        let vb =
+            VarBuilder::from_backend(Box::new(SharedBackend(backend.clone())), DType::F32, device);
         match build(vb) {
             Ok(m) => Ok(m),
             Err(e) => {
@@ -150,8 +147,11 @@ fn decode_f32(dtype: Dtype, data: &[u8]) -> std::result::Result<Vec<f32>, String
         Dtype::F16 | Dtype::BF16 => 2,
         other => return Err(format!("unsupported dtype {other:?}")),
     };
-    if data.len() % width != 0 {
-        return Err(format!("{} bytes is not a whole number of {dtype:?}", data.len()));
+    if !data.len().is_multiple_of(width) {
+        return Err(format!(
+            "{} bytes is not a whole number of {dtype:?}",
+            data.len()
+        ));
     }
     Ok(match dtype {
         Dtype::F32 => data
@@ -256,21 +256,27 @@ mod tests {
 
     #[test]
     fn missing_and_misshapen_tensors_are_named() {
-        let bytes: Vec<u8> = [1f32, 2., 3.].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = [1f32, 2., 3.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let file = file_with(&[("a.weight", Dtype::F32, vec![3], bytes)]);
         let load = || Weights::from_bytes("m.safetensors", &file, &Device::Cpu).unwrap();
         let err = load().build(|vb| vb.get(4, "a.weight")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::WeightsTensor { .. }), "{msg}");
-        assert!(msg.contains("m.safetensors") && msg.contains("a.weight"), "{msg}");
+        assert!(
+            msg.contains("m.safetensors") && msg.contains("a.weight"),
+            "{msg}"
+        );
         let err = load().build(|vb| vb.pp("b").get(3, "weight")).unwrap_err();
         assert!(err.to_string().contains("b.weight"), "{err}");
     }
 
     #[test]
     fn corrupt_files_are_errors() {
-        let err = Weights::from_bytes("x.safetensors", b"\x10\0\0\0\0\0\0\0{", &Device::Cpu)
-            .unwrap_err();
+        let err =
+            Weights::from_bytes("x.safetensors", b"\x10\0\0\0\0\0\0\0{", &Device::Cpu).unwrap_err();
         assert!(matches!(err, Error::WeightsCorrupt { .. }));
         assert!(err.to_string().contains("x.safetensors"));
     }
