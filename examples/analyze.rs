@@ -42,6 +42,15 @@ const PARTS: &[(&str, bool)] = &[
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
 
+/// One line of `--json` output, keys in the documented order.
+#[derive(serde::Serialize)]
+struct ImageLine<'a> {
+    image: &'a str,
+    width: u32,
+    height: u32,
+    faces: &'a [Face],
+}
+
 struct Args {
     json: bool,
     draw: Option<PathBuf>,
@@ -201,13 +210,22 @@ fn main() -> ExitCode {
         match analyze_one(&args.analyzer, &path) {
             Ok((img, faces)) => {
                 if args.json {
-                    let line = serde_json::json!({
-                        "image": shown,
-                        "width": img.width(),
-                        "height": img.height(),
-                        "faces": faces,
-                    });
-                    println!("{line}");
+                    let line = ImageLine {
+                        image: &shown,
+                        width: img.width(),
+                        height: img.height(),
+                        faces: &faces,
+                    };
+                    match serde_json::to_string(&line) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => {
+                            println!(
+                                "{}",
+                                serde_json::json!({"image": shown, "error": e.to_string()})
+                            );
+                            failed = true;
+                        }
+                    }
                 } else {
                     println!(
                         "{shown}: {}x{}, {} face(s)",
