@@ -194,19 +194,27 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let s = &self.spec;
-        let ys = match s.padding {
-            Padding::Symmetric(p) => xs.conv2d(&self.weight, p, s.stride, 1, s.groups)?,
+        let (h, w) = (xs.dim(D::Minus2)?, xs.dim(D::Minus1)?);
+        let (top, bottom, left, right) = match s.padding {
+            Padding::Symmetric(p) => (p, p, p, p),
             Padding::Same => {
-                let (h, w) = (xs.dim(D::Minus2)?, xs.dim(D::Minus1)?);
                 let (top, bottom) = same_padding(h, s.kernel, s.stride);
                 let (left, right) = same_padding(w, s.kernel, s.stride);
-                let padded = xs.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(
-                    D::Minus1,
-                    left,
-                    right,
-                )?;
-                padded.conv2d(&self.weight, 0, s.stride, 1, s.groups)?
+                (top, bottom, left, right)
             }
+        };
+        let is_depthwise = s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
+        let ys = if is_depthwise {
+            depthwise(xs, &self.weight, s.stride, (top, bottom, left, right))?
+        } else if top == bottom && left == right && top == left {
+            xs.conv2d(&self.weight, top, s.stride, 1, s.groups)?
+        } else {
+            let padded = xs.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(
+                D::Minus1,
+                left,
+                right,
+            )?;
+            padded.conv2d(&self.weight, 0, s.stride, 1, s.groups)?
         };
         let ys = match &self.bias {
             Some(b) => ys.broadcast_add(&b.reshape((1, s.out_channels, 1, 1))?)?,
@@ -214,6 +222,63 @@ impl Module for Conv2d {
         };
         self.activation.apply(&ys)
     }
+}
+
+/// A depthwise convolution (one `k x k` filter per channel, `weight` `[C, 1, k, k]`) as a direct
+/// loop over the channels of every image, in parallel; zero padding `(top, bottom, left, right)`.
+/// Candle runs grouped convolutions as one convolution per group, which costs far more on the
+/// small planes of mobile networks.
+fn depthwise(
+    xs: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    (top, bottom, left, right): (usize, usize, usize, usize),
+) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let (n, c, h, w) = xs.dims4()?;
+    let k = weight.dim(D::Minus1)?;
+    if h + top + bottom < k || w + left + right < k || stride == 0 {
+        candle_core::bail!(
+            "depthwise convolution: {k}x{k} kernel larger than the padded {h}x{w} input"
+        );
+    }
+    let oh = (h + top + bottom - k) / stride + 1;
+    let ow = (w + left + right - k) / stride + 1;
+    let input = xs
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let kernel = weight.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n * c * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let ch = plane % c;
+            let src = &input[plane * h * w..(plane + 1) * h * w];
+            let ker = &kernel[ch * k * k..(ch + 1) * k * k];
+            for oy in 0..oh {
+                let y0 = (oy * stride) as isize - top as isize;
+                for ox in 0..ow {
+                    let x0 = (ox * stride) as isize - left as isize;
+                    let mut acc = 0f32;
+                    for ky in 0..k {
+                        let y = y0 + ky as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        let row = &src[y as usize * w..(y as usize + 1) * w];
+                        for kx in 0..k {
+                            let x = x0 + kx as isize;
+                            if x >= 0 && x < w as isize {
+                                acc += row[x as usize] * ker[ky * k + kx];
+                            }
+                        }
+                    }
+                    dst[oy * ow + ox] = acc;
+                }
+            }
+        });
+    Tensor::from_vec(out, (n, c, oh, ow), xs.device())
 }
 
 #[cfg(test)]
@@ -278,6 +343,64 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(err < 1e-4, "{err}");
+    }
+
+    #[test]
+    fn depthwise_matches_candle_grouped_convolution() {
+        let dev = Device::Cpu;
+        let shapes = [
+            (1, 3, 7, 9, 3, 1),
+            (2, 4, 8, 8, 3, 2),
+            (1, 5, 11, 6, 5, 2),
+            (1, 2, 1, 1, 3, 1),
+            (1, 8, 13, 13, 3, 2),
+        ];
+        for (n, c, h, w, k, stride) in shapes {
+            let xs = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (c, 1, k, k), &dev).unwrap();
+            for padding in [
+                Padding::Symmetric(k / 2),
+                Padding::Symmetric(0),
+                Padding::Same,
+            ] {
+                if padding == Padding::Symmetric(0) && (h < k || w < k) {
+                    continue;
+                }
+                let spec = Conv2dSpec::depthwise(c, k, stride).with_padding(padding);
+                let conv =
+                    Conv2d::from_tensors(wt.clone(), None, spec, Activation::Identity).unwrap();
+                let got = conv.forward(&xs).unwrap();
+                let (t, b, l, r) = match padding {
+                    Padding::Symmetric(p) => (p, p, p, p),
+                    Padding::Same => {
+                        let (t, b) = same_padding(h, k, stride);
+                        let (l, r) = same_padding(w, k, stride);
+                        (t, b, l, r)
+                    }
+                };
+                let padded = xs
+                    .pad_with_zeros(2, t, b)
+                    .unwrap()
+                    .pad_with_zeros(3, l, r)
+                    .unwrap();
+                let want = padded.conv2d(&wt, 0, stride, 1, c).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let err: f32 = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(
+                    err < 1e-5,
+                    "{n}x{c}x{h}x{w} k{k} s{stride} {padding:?}: {err}"
+                );
+            }
+        }
     }
 
     #[test]
