@@ -17,6 +17,9 @@
 //! A file that cannot be read or decoded gets an `"error"` and processing goes on; the exit
 //! code is 1 if any image failed, 2 for bad options.
 
+mod common;
+
+use common::flag_value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,24 +72,17 @@ fn parse_args() -> Result<Args, String> {
     let mut builder = FaceAnalyzer::builder();
     let mut opts = DetectorOptions::default();
     let (mut json, mut draw, mut paths) = (false, None, Vec::new());
-    fn value<T: std::str::FromStr>(
-        it: &mut impl Iterator<Item = String>,
-        flag: &str,
-    ) -> Result<T, String> {
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
-    }
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--json" => json = true,
-            "--draw" => draw = Some(value::<PathBuf>(&mut it, "--draw")?),
+            "--draw" => draw = Some(flag_value::<PathBuf>(&mut it, "--draw")?),
             "--detector" => {
-                let name: String = value(&mut it, "--detector")?;
+                let name: String = flag_value(&mut it, "--detector")?;
                 builder = builder.detector(name.parse().map_err(|e| format!("{e}"))?);
             }
             "--assume-face" => builder = builder.assume_face(true),
             "--parts" => {
-                let list: String = value(&mut it, "--parts")?;
+                let list: String = flag_value(&mut it, "--parts")?;
                 for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     match PARTS.iter().find(|(p, _)| *p == name) {
                         Some((_, true)) => {}
@@ -98,12 +94,12 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--weights" => {
-                builder = builder.weights(WeightsSource::Dir(value(&mut it, "--weights")?))
+                builder = builder.weights(WeightsSource::Dir(flag_value(&mut it, "--weights")?))
             }
-            "--score" => opts.score_threshold = Some(value(&mut it, "--score")?),
-            "--max-side" => opts.max_side = Some(value(&mut it, "--max-side")?),
-            "--min-size" => opts.min_face_size = value(&mut it, "--min-size")?,
-            "--max-faces" => opts.max_faces = Some(value(&mut it, "--max-faces")?),
+            "--score" => opts.score_threshold = Some(flag_value(&mut it, "--score")?),
+            "--max-side" => opts.max_side = Some(flag_value(&mut it, "--max-side")?),
+            "--min-size" => opts.min_face_size = flag_value(&mut it, "--min-size")?,
+            "--max-faces" => opts.max_faces = Some(flag_value(&mut it, "--max-faces")?),
             "-h" | "--help" => return Err(usage().to_string()),
             flag if flag.starts_with("--") => {
                 return Err(format!("unknown option {flag}\n{}", usage()))

@@ -26,6 +26,9 @@
 //! misses; the program never panics on bad data. Exit code 1 when an image could not be read or
 //! analysed, 2 for bad arguments or a missing set.
 
+mod common;
+
+use common::flag_value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,21 +58,14 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut data, mut detectors, mut max_sides) = (None, Vec::new(), Vec::new());
     let (mut score, mut list_misses) = (None, false);
-    fn value<T: std::str::FromStr>(
-        it: &mut impl Iterator<Item = String>,
-        flag: &str,
-    ) -> Result<T, String> {
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
-    }
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--detector" => {
-                let name: String = value(&mut it, "--detector")?;
+                let name: String = flag_value(&mut it, "--detector")?;
                 detectors.push(name.parse::<DetectorKind>().map_err(|e| e.to_string())?);
             }
-            "--max-side" => max_sides.push(Some(value::<u32>(&mut it, "--max-side")?)),
-            "--score" => score = Some(value::<f32>(&mut it, "--score")?),
+            "--max-side" => max_sides.push(Some(flag_value::<u32>(&mut it, "--max-side")?)),
+            "--score" => score = Some(flag_value::<f32>(&mut it, "--score")?),
             "--list-misses" => list_misses = true,
             "-h" | "--help" => return Err(usage().into()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
