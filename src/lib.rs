@@ -15,6 +15,8 @@
 //! # Ok::<(), faceanalysis::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, RgbImage};

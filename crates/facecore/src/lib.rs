@@ -20,6 +20,8 @@
 //! # Ok::<(), facecore::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod geometry;
 pub mod image;

@@ -14,6 +14,8 @@
 //! # Ok::<(), facedetect::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod blazeface;
 pub mod retinaface;
 
