@@ -204,8 +204,15 @@ impl Module for Conv2d {
             }
         };
         let is_depthwise = s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
+        let no_padding = top + bottom + left + right == 0;
         let ys = if is_depthwise {
             depthwise(xs, &self.weight, s.stride, (top, bottom, left, right))?
+        } else if s.kernel == 1 && s.stride == 1 && s.groups == 1 && no_padding {
+            // A pointwise convolution is one matrix product per image, without im2col.
+            let n = xs.dim(0)?;
+            let w2 = self.weight.reshape((s.out_channels, s.in_channels))?;
+            w2.broadcast_matmul(&xs.reshape((n, s.in_channels, h * w))?)?
+                .reshape((n, s.out_channels, h, w))?
         } else if top == bottom && left == right && top == left {
             xs.conv2d(&self.weight, top, s.stride, 1, s.groups)?
         } else {
@@ -400,6 +407,31 @@ mod tests {
                     "{n}x{c}x{h}x{w} k{k} s{stride} {padding:?}: {err}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_candle_convolution() {
+        let dev = Device::Cpu;
+        for (n, cin, cout, h, w) in [(1, 3, 5, 7, 9), (2, 8, 16, 4, 4), (1, 64, 4, 1, 1)] {
+            let xs = Tensor::randn(0f32, 1., (n, cin, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (cout, cin, 1, 1), &dev).unwrap();
+            let spec = Conv2dSpec::new(cin, cout, 1, 1);
+            let conv = Conv2d::from_tensors(wt.clone(), None, spec, Activation::Identity).unwrap();
+            let got = conv.forward(&xs).unwrap();
+            let want = xs.conv2d(&wt, 0, 1, 1, 1).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let err: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(err < 1e-5, "{n}x{cin}x{h}x{w} -> {cout}: {err}");
         }
     }
 
