@@ -293,6 +293,13 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// The largest absolute difference of two tensors of the same shape.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        diff.max(0).unwrap().to_scalar().unwrap()
+    }
+
     #[test]
     fn same_padding_matches_tensorflow() {
         assert_eq!(same_padding(128, 5, 2), (1, 2));
@@ -341,14 +348,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&r(&beta))
             .unwrap();
-        let err: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = max_abs_diff(&got, &want);
         assert!(err < 1e-4, "{err}");
     }
 
@@ -391,17 +391,7 @@ mod tests {
                     .pad_with_zeros(3, l, r)
                     .unwrap();
                 let want = padded.conv2d(&wt, 0, stride, 1, c).unwrap();
-                assert_eq!(got.dims(), want.dims());
-                let err: f32 = (got - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let err = max_abs_diff(&got, &want);
                 assert!(
                     err < 1e-5,
                     "{n}x{c}x{h}x{w} k{k} s{stride} {padding:?}: {err}"
@@ -420,17 +410,7 @@ mod tests {
             let conv = Conv2d::from_tensors(wt.clone(), None, spec, Activation::Identity).unwrap();
             let got = conv.forward(&xs).unwrap();
             let want = xs.conv2d(&wt, 0, 1, 1, 1).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let err: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let err = max_abs_diff(&got, &want);
             assert!(err < 1e-5, "{n}x{cin}x{h}x{w} -> {cout}: {err}");
         }
     }
