@@ -53,7 +53,7 @@ use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 
-use crate::{Detection, DetectorOptions, Error, FaceDetector, Result};
+use crate::{Detection, DetectorKind, DetectorOptions, Error, FaceDetector, Result};
 
 /// The short-range weights file.
 pub const SHORT_RANGE_WEIGHTS: WeightFile = WeightFile {
@@ -730,8 +730,8 @@ impl BlazeFace {
 impl FaceDetector for BlazeFace {
     fn name(&self) -> &'static str {
         match self.variant {
-            BlazeFaceVariant::ShortRange => "blazeface-short",
-            BlazeFaceVariant::FullRange => "blazeface-full",
+            BlazeFaceVariant::ShortRange => DetectorKind::BlazeFaceShort.name(),
+            BlazeFaceVariant::FullRange => DetectorKind::BlazeFaceFull.name(),
         }
     }
 

@@ -16,7 +16,7 @@ use facecore::weights::{WeightFile, WeightsSource};
 use facecore::Device;
 use image::RgbImage;
 
-use crate::{Detection, DetectorOptions, FaceDetector, Result};
+use crate::{Detection, DetectorKind, DetectorOptions, FaceDetector, Result};
 
 /// The converted checkpoint (see `weights/README.md`).
 pub const WEIGHTS: WeightFile = WeightFile {
@@ -440,7 +440,7 @@ impl RetinaFace {
 
 impl FaceDetector for RetinaFace {
     fn name(&self) -> &'static str {
-        "retinaface"
+        DetectorKind::RetinaFace.name()
     }
 
     fn detect(&self, img: &RgbImage, opts: &DetectorOptions) -> Result<Vec<Detection>> {
