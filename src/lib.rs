@@ -25,6 +25,11 @@ pub use facecore;
 pub use facecore::geometry::{BBox, Keypoints5, Point};
 pub use facecore::weights::WeightsSource;
 pub use facedetect;
+pub use faceattrs;
+pub use faceembed;
+pub use faceexpr;
+pub use facegaze;
+pub use facelandmarks;
 pub use facedetect::{Detection, DetectorKind, DetectorOptions};
 
 /// Errors of the facade.

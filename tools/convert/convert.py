@@ -39,7 +39,18 @@ WEIGHTS = ROOT / "weights"
 
 # Every model module of the pipeline. A module whose file is not there yet is
 # reported and skipped (so the pipeline runs while a module is being written).
-REGISTRY = ["retinaface", "blazeface"]
+REGISTRY = [
+    "retinaface",
+    "blazeface",
+    "facemesh",
+    "face_geometry",
+    "blendshapes",
+    "faceapi",
+    "sface",
+    "dlib_resnet",
+    "age_gender",
+    "mini_xception",
+]
 
 
 def sha256(path: Path) -> str:

@@ -25,6 +25,31 @@ impl Point {
     }
 }
 
+/// A 3D point: `x`, `y` in image pixels like [`Point`], `z` a depth in the same pixel scale
+/// (MediaPipe's convention: smaller is closer to the camera, relative to the face's centre).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Point3 {
+    /// Horizontal coordinate, growing to the right.
+    pub x: f32,
+    /// Vertical coordinate, growing downwards.
+    pub y: f32,
+    /// Depth, growing away from the camera.
+    pub z: f32,
+}
+
+impl Point3 {
+    /// A point at `(x, y, z)`.
+    pub const fn new(x: f32, y: f32, z: f32) -> Self {
+        Self { x, y, z }
+    }
+
+    /// The point without its depth.
+    pub const fn xy(&self) -> Point {
+        Point::new(self.x, self.y)
+    }
+}
+
 /// An axis-aligned box `[x0, y0, x1, y1]` in image pixels, `x0 <= x1`, `y0 <= y1`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

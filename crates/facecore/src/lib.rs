@@ -22,7 +22,9 @@
 
 #![warn(missing_docs)]
 
+pub mod chip;
 pub mod error;
+pub mod faceapi;
 pub mod geometry;
 pub mod image;
 pub mod layers;

@@ -1,0 +1,27 @@
+//! Expression: MediaPipe's 52 blendshapes, FACS action-unit intensities derived from them, and the
+//! seven basic emotions (mini-Xception, face-api.js's expression model).
+
+#![warn(missing_docs)]
+
+pub mod blendshapes;
+pub mod action_units;
+pub mod emotion;
+pub mod mini_xception;
+pub mod faceapi_expression;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error of the shared core (weights, image, geometry).
+    #[error(transparent)]
+    Core(#[from] facecore::Error),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An argument is out of range or inconsistent; the message names it.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
