@@ -5,8 +5,12 @@
 #![warn(missing_docs)]
 
 pub mod facemesh;
-pub mod landmarks68;
 pub mod headpose;
+pub mod landmarks68;
+
+pub use facemesh::{FaceMesh, Landmarks478, MeshRoi};
+pub use headpose::{HeadPose, HeadPoseEstimator};
+pub use landmarks68::{FaceLandmarks68, Landmarks68};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,17 @@ pub enum Error {
     /// An argument is out of range or inconsistent; the message names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A face's mesh ROI is too small (or not finite) for the mesh to mean anything; see
+    /// [`facemesh::MeshRoi::is_usable`].
+    #[error("mesh ROI {index} is {size} pixels on its shorter side, below the minimum of {min}")]
+    RoiTooSmall {
+        /// Index of the ROI in the call.
+        index: usize,
+        /// Its shorter side in pixels.
+        size: f32,
+        /// The minimum, [`facemesh::MIN_ROI_SIZE`].
+        min: f32,
+    },
 }
 
 /// `Result` with [`Error`].
