@@ -3,11 +3,15 @@
 
 #![warn(missing_docs)]
 
-pub mod blendshapes;
 pub mod action_units;
+pub mod blendshapes;
 pub mod emotion;
-pub mod mini_xception;
 pub mod faceapi_expression;
+pub mod mini_xception;
+
+pub use emotion::{Emotion, EmotionModel, EmotionRecognizer, EMOTION_LABELS};
+pub use faceapi_expression::FaceApiExpression;
+pub use mini_xception::MiniXception;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
