@@ -4,8 +4,10 @@
 //! with batch-norm folded into the kernel at load and the activation fused into the layer, so a
 //! faster CPU kernel lands in one place for the whole workspace.
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Module, Storage, Tensor, D};
 use candle_nn::VarBuilder;
+
+use crate::kernels::{self, Epilogue, Geometry};
 
 /// Padding of a convolution's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +91,27 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation to an NCHW tensor.
+    /// Applies the activation to an NCHW tensor (or any tensor whose channels are dimension 1,
+    /// for a [`PRelu`](Self::PRelu)); on the CPU in one pass over the values.
     pub fn apply(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if matches!(self, Self::Identity) {
+            return Ok(xs.clone());
+        }
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.rank() >= 2 {
+            let xs = xs.contiguous()?;
+            let channels = xs.dim(1)?;
+            let plane = xs.dims()[2..].iter().product::<usize>().max(1);
+            let epilogue = self.epilogue(channels)?;
+            let out = with_f32_slice(&xs, |values| {
+                kernels::activate(values, channels, plane, &epilogue)
+            })?;
+            return Tensor::from_vec(out, xs.shape(), xs.device());
+        }
+        self.apply_candle(xs)
+    }
+
+    /// The activation with candle's operations.
+    fn apply_candle(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Identity => Ok(xs.clone()),
             Self::Relu => xs.relu(),
@@ -107,15 +128,45 @@ impl Activation {
             Self::Sigmoid => candle_nn::ops::sigmoid(xs),
         }
     }
+
+    /// The activation as the CPU kernels apply it to `channels` channels.
+    fn epilogue(&self, channels: usize) -> candle_core::Result<Epilogue> {
+        Ok(match self {
+            Self::Identity => Epilogue::Identity,
+            Self::Relu => Epilogue::Relu,
+            Self::Relu6 => Epilogue::Relu6,
+            Self::LeakyRelu(slope) => Epilogue::LeakyRelu(*slope),
+            Self::PRelu(slope) => {
+                let slopes = slope
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                if slopes.len() != channels {
+                    candle_core::bail!("PReLU has {} slopes, expected {channels}", slopes.len());
+                }
+                Epilogue::PRelu(slopes)
+            }
+            Self::Sigmoid => Epilogue::Sigmoid,
+        })
+    }
 }
 
 /// A 2-D convolution with its bias and activation fused.
+///
+/// On the CPU it runs facecore's own kernels (see [`threads`](crate::threads) for the thread
+/// count): one `gemm` per image and group after an im2col (none for a pointwise convolution), a
+/// direct loop for a depthwise one, the bias and activation applied as each output row is
+/// written. On other devices it runs candle's `conv2d`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    /// `[out, in / groups, k, k]`, f32, contiguous.
     weight: Tensor,
     bias: Option<Tensor>,
     spec: Conv2dSpec,
     activation: Activation,
+    /// The bias (`[out]`, or empty) and activation as the CPU kernels read them.
+    bias_values: Vec<f32>,
+    epilogue: Epilogue,
 }
 
 impl Conv2d {
@@ -133,11 +184,38 @@ impl Conv2d {
                 spec.weight_shape()
             );
         }
+        let groups = spec.groups;
+        if groups == 0
+            || !spec.in_channels.is_multiple_of(groups)
+            || !spec.out_channels.is_multiple_of(groups)
+        {
+            candle_core::bail!(
+                "{groups} groups do not divide {} input and {} output channels",
+                spec.in_channels,
+                spec.out_channels
+            );
+        }
+        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
+        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+        let bias_values = match &bias {
+            Some(b) => b.to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
+        if !bias_values.is_empty() && bias_values.len() != spec.out_channels {
+            candle_core::bail!(
+                "convolution bias has {} values, expected {}",
+                bias_values.len(),
+                spec.out_channels
+            );
+        }
+        let epilogue = activation.epilogue(spec.out_channels)?;
         Ok(Self {
             weight,
             bias,
             spec,
             activation,
+            bias_values,
+            epilogue,
         })
     }
 
@@ -191,101 +269,101 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
     (total / 2, total - total / 2)
 }
 
-impl Module for Conv2d {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+impl Conv2d {
+    /// Zero padding `(top, bottom, left, right)` of an `h` x `w` input.
+    fn padding(&self, h: usize, w: usize) -> (usize, usize, usize, usize) {
         let s = &self.spec;
-        let (h, w) = (xs.dim(D::Minus2)?, xs.dim(D::Minus1)?);
-        let (top, bottom, left, right) = match s.padding {
+        match s.padding {
             Padding::Symmetric(p) => (p, p, p, p),
             Padding::Same => {
                 let (top, bottom) = same_padding(h, s.kernel, s.stride);
                 let (left, right) = same_padding(w, s.kernel, s.stride);
                 (top, bottom, left, right)
             }
-        };
-        let is_depthwise = s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
-        let no_padding = top + bottom + left + right == 0;
-        let ys = if is_depthwise {
-            depthwise(xs, &self.weight, s.stride, (top, bottom, left, right))?
-        } else if s.kernel == 1 && s.stride == 1 && s.groups == 1 && no_padding {
-            // A pointwise convolution is one matrix product per image, without im2col.
-            let n = xs.dim(0)?;
-            let w2 = self.weight.reshape((s.out_channels, s.in_channels))?;
-            w2.broadcast_matmul(&xs.reshape((n, s.in_channels, h * w))?)?
-                .reshape((n, s.out_channels, h, w))?
-        } else if top == bottom && left == right && top == left {
-            xs.conv2d(&self.weight, top, s.stride, 1, s.groups)?
-        } else {
-            let padded = xs.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(
-                D::Minus1,
-                left,
-                right,
-            )?;
-            padded.conv2d(&self.weight, 0, s.stride, 1, s.groups)?
-        };
+        }
+    }
+
+    /// Candle's convolution, for tensors that are not on the CPU.
+    fn forward_candle(
+        &self,
+        xs: &Tensor,
+        (top, bottom, left, right): (usize, usize, usize, usize),
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let padded =
+            xs.pad_with_zeros(D::Minus2, top, bottom)?
+                .pad_with_zeros(D::Minus1, left, right)?;
+        let ys = padded.conv2d(&self.weight, 0, s.stride, 1, s.groups)?;
         let ys = match &self.bias {
             Some(b) => ys.broadcast_add(&b.reshape((1, s.out_channels, 1, 1))?)?,
             None => ys,
         };
-        self.activation.apply(&ys)
+        self.activation.apply_candle(&ys)
     }
 }
 
-/// A depthwise convolution (one `k x k` filter per channel, `weight` `[C, 1, k, k]`) as a direct
-/// loop over the channels of every image, in parallel; zero padding `(top, bottom, left, right)`.
-/// Candle runs grouped convolutions as one convolution per group, which costs far more on the
-/// small planes of mobile networks.
-fn depthwise(
-    xs: &Tensor,
-    weight: &Tensor,
-    stride: usize,
-    (top, bottom, left, right): (usize, usize, usize, usize),
-) -> candle_core::Result<Tensor> {
-    use rayon::prelude::*;
-    let (n, c, h, w) = xs.dims4()?;
-    let k = weight.dim(D::Minus1)?;
-    if h + top + bottom < k || w + left + right < k || stride == 0 {
-        candle_core::bail!(
-            "depthwise convolution: {k}x{k} kernel larger than the padded {h}x{w} input"
-        );
-    }
-    let oh = (h + top + bottom - k) / stride + 1;
-    let ow = (w + left + right - k) / stride + 1;
-    let input = xs
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let kernel = weight.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; n * c * oh * ow];
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, dst)| {
-            let ch = plane % c;
-            let src = &input[plane * h * w..(plane + 1) * h * w];
-            let ker = &kernel[ch * k * k..(ch + 1) * k * k];
-            for oy in 0..oh {
-                let y0 = (oy * stride) as isize - top as isize;
-                for ox in 0..ow {
-                    let x0 = (ox * stride) as isize - left as isize;
-                    let mut acc = 0f32;
-                    for ky in 0..k {
-                        let y = y0 + ky as isize;
-                        if y < 0 || y >= h as isize {
-                            continue;
-                        }
-                        let row = &src[y as usize * w..(y as usize + 1) * w];
-                        for kx in 0..k {
-                            let x = x0 + kx as isize;
-                            if x >= 0 && x < w as isize {
-                                acc += row[x as usize] * ker[ky * k + kx];
-                            }
-                        }
-                    }
-                    dst[oy * ow + ox] = acc;
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (n, c, h, w) = xs.dims4()?;
+        if c != s.in_channels {
+            candle_core::bail!(
+                "convolution expects {} input channels, got a {:?} tensor",
+                s.in_channels,
+                xs.dims()
+            );
+        }
+        let pads = self.padding(h, w);
+        if !xs.device().is_cpu() {
+            return self.forward_candle(xs, pads);
+        }
+        let g = Geometry::new((n, c, h, w), s.kernel, s.stride, pads).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "{0}x{0} convolution with stride {1} and padding {pads:?} does not fit a {h}x{w} input",
+                s.kernel, s.stride
+            ))
+        })?;
+        let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+        let is_depthwise = s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
+        let out = with_f32_slice(&xs, |input| {
+            with_f32_slice(&self.weight, |weight| {
+                if is_depthwise {
+                    kernels::depthwise(&g, input, weight, &self.bias_values, &self.epilogue)
+                } else {
+                    kernels::conv2d(
+                        &g,
+                        input,
+                        weight,
+                        &self.bias_values,
+                        (s.out_channels, s.groups),
+                        &self.epilogue,
+                    )
                 }
-            }
-        });
-    Tensor::from_vec(out, (n, c, oh, ow), xs.device())
+            })
+        })??;
+        Tensor::from_vec(
+            out,
+            (n, s.out_channels, g.out_height, g.out_width),
+            xs.device(),
+        )
+    }
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor, without copying them.
+fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("kernel input is not contiguous".into()))?;
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let values = cpu.as_slice::<f32>()?.get(start..end).ok_or_else(|| {
+                candle_core::Error::Msg("tensor layout exceeds its storage".into())
+            })?;
+            Ok(f(values))
+        }
+        _ => candle_core::bail!("kernel input is not on the CPU"),
+    }
 }
 
 #[cfg(test)]
@@ -352,67 +430,125 @@ mod tests {
         assert!(err < 1e-4, "{err}");
     }
 
+    /// Candle's own convolution with the bias and activation applied by candle ops.
+    fn candle_reference(conv: &Conv2d, xs: &Tensor) -> Tensor {
+        let (h, w) = (xs.dim(2).unwrap(), xs.dim(3).unwrap());
+        conv.forward_candle(xs, conv.padding(h, w)).unwrap()
+    }
+
+    /// `err / max(1, max |want|)`: the error relative to the output's scale.
+    fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
+        let scale: f32 = want
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        max_abs_diff(got, want) / scale.max(1.)
+    }
+
     #[test]
-    fn depthwise_matches_candle_grouped_convolution() {
+    fn kernels_match_candle_convolution() {
         let dev = Device::Cpu;
+        // (batch, in, out, groups, height, width, kernel, stride)
         let shapes = [
-            (1, 3, 7, 9, 3, 1),
-            (2, 4, 8, 8, 3, 2),
-            (1, 5, 11, 6, 5, 2),
-            (1, 2, 1, 1, 3, 1),
-            (1, 8, 13, 13, 3, 2),
+            (1, 3, 8, 1, 17, 13, 3, 2),
+            (2, 5, 7, 1, 9, 11, 3, 1),
+            (1, 4, 6, 1, 12, 12, 1, 1),
+            (3, 6, 4, 1, 7, 9, 1, 2),
+            (1, 3, 16, 1, 23, 19, 7, 2),
+            (2, 8, 8, 1, 10, 7, 5, 1),
+            (1, 32, 32, 1, 20, 20, 3, 1),
+            (2, 8, 12, 4, 9, 9, 3, 1),
+            (1, 6, 6, 2, 11, 8, 3, 2),
+            (2, 12, 6, 3, 6, 5, 1, 1),
+            (1, 3, 3, 3, 7, 9, 3, 1),
+            (2, 4, 4, 4, 8, 8, 3, 2),
+            (1, 5, 5, 5, 11, 6, 5, 2),
+            (1, 2, 2, 2, 1, 1, 3, 1),
+            (3, 8, 8, 8, 13, 13, 7, 1),
         ];
-        for (n, c, h, w, k, stride) in shapes {
-            let xs = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
-            let wt = Tensor::randn(0f32, 1., (c, 1, k, k), &dev).unwrap();
+        let activations = |c: usize| {
+            [
+                Activation::Identity,
+                Activation::Relu,
+                Activation::Relu6,
+                Activation::LeakyRelu(0.1),
+                Activation::PRelu(Tensor::randn(0f32, 1., c, &dev).unwrap()),
+                Activation::Sigmoid,
+            ]
+        };
+        for (i, (n, cin, cout, groups, h, w, k, stride)) in shapes.into_iter().enumerate() {
+            let xs = Tensor::randn(0f32, 1., (n, cin, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (cout, cin / groups, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., cout, &dev).unwrap();
             for padding in [
                 Padding::Symmetric(k / 2),
                 Padding::Symmetric(0),
+                Padding::Symmetric(k),
                 Padding::Same,
             ] {
                 if padding == Padding::Symmetric(0) && (h < k || w < k) {
                     continue;
                 }
-                let spec = Conv2dSpec::depthwise(c, k, stride).with_padding(padding);
-                let conv =
-                    Conv2d::from_tensors(wt.clone(), None, spec, Activation::Identity).unwrap();
-                let got = conv.forward(&xs).unwrap();
-                let (t, b, l, r) = match padding {
-                    Padding::Symmetric(p) => (p, p, p, p),
-                    Padding::Same => {
-                        let (t, b) = same_padding(h, k, stride);
-                        let (l, r) = same_padding(w, k, stride);
-                        (t, b, l, r)
-                    }
+                let spec = Conv2dSpec {
+                    in_channels: cin,
+                    out_channels: cout,
+                    kernel: k,
+                    stride,
+                    padding,
+                    groups,
                 };
-                let padded = xs
-                    .pad_with_zeros(2, t, b)
-                    .unwrap()
-                    .pad_with_zeros(3, l, r)
-                    .unwrap();
-                let want = padded.conv2d(&wt, 0, stride, 1, c).unwrap();
-                let err = max_abs_diff(&got, &want);
-                assert!(
-                    err < 1e-5,
-                    "{n}x{c}x{h}x{w} k{k} s{stride} {padding:?}: {err}"
-                );
+                let activation = activations(cout)[i % 6].clone();
+                let bias = (i % 2 == 0).then(|| bias.clone());
+                let conv = Conv2d::from_tensors(wt.clone(), bias, spec, activation).unwrap();
+                let got = conv.forward(&xs).unwrap();
+                let want = candle_reference(&conv, &xs);
+                let err = relative_error(&got, &want);
+                assert!(err < 1e-5, "{spec:?} on {:?}: {err}", xs.dims());
             }
         }
     }
 
     #[test]
-    fn pointwise_matches_candle_convolution() {
+    fn kernels_accept_strided_and_narrowed_inputs() {
         let dev = Device::Cpu;
-        for (n, cin, cout, h, w) in [(1, 3, 5, 7, 9), (2, 8, 16, 4, 4), (1, 64, 4, 1, 1)] {
-            let xs = Tensor::randn(0f32, 1., (n, cin, h, w), &dev).unwrap();
-            let wt = Tensor::randn(0f32, 1., (cout, cin, 1, 1), &dev).unwrap();
-            let spec = Conv2dSpec::new(cin, cout, 1, 1);
-            let conv = Conv2d::from_tensors(wt.clone(), None, spec, Activation::Identity).unwrap();
-            let got = conv.forward(&xs).unwrap();
-            let want = xs.conv2d(&wt, 0, 1, 1, 1).unwrap();
-            let err = max_abs_diff(&got, &want);
-            assert!(err < 1e-5, "{n}x{cin}x{h}x{w} -> {cout}: {err}");
+        let xs = Tensor::randn(0f32, 1., (2, 6, 9, 9), &dev).unwrap();
+        let transposed = xs.transpose(2, 3).unwrap();
+        let narrowed = xs.narrow(1, 1, 4).unwrap();
+        for (xs, c) in [(transposed, 6), (narrowed, 4)] {
+            let wt = Tensor::randn(0f32, 1., (3, c, 3, 3), &dev).unwrap();
+            let conv =
+                Conv2d::from_tensors(wt, None, Conv2dSpec::new(c, 3, 3, 1), Activation::Relu)
+                    .unwrap();
+            let err = relative_error(&conv.forward(&xs).unwrap(), &candle_reference(&conv, &xs));
+            assert!(err < 1e-5, "{err}");
         }
+    }
+
+    #[test]
+    fn kernels_reject_bad_shapes() {
+        let dev = Device::Cpu;
+        let wt = Tensor::zeros((4, 3, 5, 5), candle_core::DType::F32, &dev).unwrap();
+        let spec = Conv2dSpec::new(3, 4, 5, 1).with_padding(Padding::Symmetric(0));
+        let conv = Conv2d::from_tensors(wt, None, spec, Activation::Identity).unwrap();
+        let small = Tensor::zeros((1, 3, 4, 9), candle_core::DType::F32, &dev).unwrap();
+        assert!(conv.forward(&small).is_err());
+        let channels = Tensor::zeros((1, 2, 9, 9), candle_core::DType::F32, &dev).unwrap();
+        assert!(conv.forward(&channels).is_err());
+        let empty = Tensor::zeros((1, 3, 0, 9), candle_core::DType::F32, &dev).unwrap();
+        assert!(conv.forward(&empty).is_err());
+        let none = Tensor::zeros((0, 3, 9, 9), candle_core::DType::F32, &dev).unwrap();
+        assert_eq!(conv.forward(&none).unwrap().dims(), &[0, 4, 5, 5]);
+        let bad_groups = Conv2dSpec {
+            groups: 2,
+            ..Conv2dSpec::new(3, 4, 1, 1)
+        };
+        let wt = Tensor::zeros((4, 1, 1, 1), candle_core::DType::F32, &dev).unwrap();
+        assert!(Conv2d::from_tensors(wt, None, bad_groups, Activation::Identity).is_err());
     }
 
     #[test]
@@ -435,5 +571,33 @@ mod tests {
         assert_eq!(v(Activation::LeakyRelu(0.1)), vec![-0.2, -0.05, 0., 3., 7.]);
         let slope = Tensor::new(&[0.5f32, 1., 2., 3., 4.], &dev).unwrap();
         assert_eq!(v(Activation::PRelu(slope)), vec![-1., -0.5, 0., 3., 7.]);
+    }
+
+    #[test]
+    fn activation_kernels_match_candle_ops() {
+        let dev = Device::Cpu;
+        let xs = Tensor::randn(0f32, 2., (2, 5, 3, 4), &dev).unwrap();
+        let rows = Tensor::randn(0f32, 2., (3, 5), &dev).unwrap();
+        let slope = Tensor::randn(0f32, 1., 5, &dev).unwrap();
+        for a in [
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::LeakyRelu(0.2),
+            Activation::PRelu(slope),
+            Activation::Sigmoid,
+        ] {
+            let err = max_abs_diff(&a.apply(&xs).unwrap(), &a.apply_candle(&xs).unwrap());
+            assert!(err < 1e-6, "{a:?}: {err}");
+            let transposed = xs.transpose(2, 3).unwrap();
+            let err = max_abs_diff(
+                &a.apply(&transposed).unwrap(),
+                &a.apply_candle(&transposed).unwrap(),
+            );
+            assert!(err < 1e-6, "{a:?} transposed: {err}");
+            if !matches!(a, Activation::PRelu(_)) {
+                let err = max_abs_diff(&a.apply(&rows).unwrap(), &a.apply_candle(&rows).unwrap());
+                assert!(err < 1e-6, "{a:?} on rows: {err}");
+            }
+        }
     }
 }

@@ -27,7 +27,9 @@ pub mod error;
 pub mod faceapi;
 pub mod geometry;
 pub mod image;
+mod kernels;
 pub mod layers;
+pub mod threads;
 pub mod weights;
 
 pub use candle_core::{Device, Tensor};

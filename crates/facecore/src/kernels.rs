@@ -1,0 +1,477 @@
+//! CPU convolution kernels on plain `f32` slices in NCHW layout, behind
+//! [`layers::Conv2d`](crate::layers::Conv2d).
+//!
+//! A dense or grouped convolution is an im2col into a scratch matrix (skipped for a pointwise
+//! convolution, whose input already is that matrix) and one `gemm` call per image and group, its
+//! output initialised with the bias; a depthwise convolution is a direct loop over the planes,
+//! row by row, so the inner loops are plain multiply-adds over contiguous rows. The activation
+//! runs on each output row while it is still in cache. Every kernel runs on the current rayon
+//! pool (see [`threads`](crate::threads)).
+
+use rayon::prelude::*;
+
+use crate::threads::gemm_parallelism;
+
+/// The activation applied to each output row, with its per-channel parameters resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Epilogue {
+    Identity,
+    Relu,
+    Relu6,
+    LeakyRelu(f32),
+    /// One slope per output channel.
+    PRelu(Vec<f32>),
+    Sigmoid,
+}
+
+impl Epilogue {
+    /// Applies the activation in place to `row`, a run of channel `channel`'s outputs.
+    #[inline(always)]
+    fn apply(&self, channel: usize, row: &mut [f32]) {
+        match self {
+            Self::Identity => {}
+            Self::Relu => row.iter_mut().for_each(|v| *v = v.max(0.)),
+            Self::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0., 6.)),
+            Self::LeakyRelu(slope) => leaky(row, *slope),
+            Self::PRelu(slopes) => leaky(row, slopes.get(channel).copied().unwrap_or(1.)),
+            Self::Sigmoid => row.iter_mut().for_each(|v| *v = 1. / (1. + (-*v).exp())),
+        }
+    }
+}
+
+fn leaky(row: &mut [f32], slope: f32) {
+    row.iter_mut()
+        .for_each(|v| *v = if *v < 0. { *v * slope } else { *v });
+}
+
+/// `input` (`[N, channels, plane]`) with the activation applied: the planes in parallel.
+pub(crate) fn activate(
+    input: &[f32],
+    channels: usize,
+    plane: usize,
+    epilogue: &Epilogue,
+) -> Vec<f32> {
+    let mut out = input.to_vec();
+    out.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, row)| Vectorized::Activation(epilogue, i % channels.max(1), row).run());
+    out
+}
+
+/// The shape of one convolution call: input planes, kernel, stride and zero padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub channels: usize,
+    /// Input height and width.
+    pub height: usize,
+    pub width: usize,
+    /// Square kernel size.
+    pub kernel: usize,
+    pub stride: usize,
+    /// Zero rows above and columns left of the input (the bottom and right padding only shows
+    /// in the output size).
+    pub top: usize,
+    pub left: usize,
+    /// Output height and width.
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+impl Geometry {
+    /// The geometry of a `kernel` x `kernel` convolution with `stride` and padding
+    /// `(top, bottom, left, right)` on `[batch, channels, height, width]`; `None` when the kernel
+    /// does not fit the padded input, the input has no pixels or the stride is zero.
+    pub fn new(
+        (batch, channels, height, width): (usize, usize, usize, usize),
+        kernel: usize,
+        stride: usize,
+        (top, bottom, left, right): (usize, usize, usize, usize),
+    ) -> Option<Self> {
+        let padded_h = height + top + bottom;
+        let padded_w = width + left + right;
+        let empty = channels == 0 || height == 0 || width == 0;
+        if empty || stride == 0 || kernel == 0 || padded_h < kernel || padded_w < kernel {
+            return None;
+        }
+        Some(Self {
+            batch,
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            top,
+            left,
+            out_height: (padded_h - kernel) / stride + 1,
+            out_width: (padded_w - kernel) / stride + 1,
+        })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.height * self.width
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Whether the im2col matrix of one image is the image itself.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == 1 && self.stride == 1 && self.top == 0 && self.left == 0
+    }
+
+    /// The output positions `o` in `0..len` whose input position `o * stride + offset - pad`
+    /// lies in `0..size`, as a range.
+    fn valid(&self, len: usize, offset: usize, pad: usize, size: usize) -> std::ops::Range<usize> {
+        let s = self.stride;
+        // First o with o * s + offset >= pad.
+        let first = pad.saturating_sub(offset).div_ceil(s);
+        // One past the last o with o * s + offset < size + pad.
+        let end = (size + pad)
+            .checked_sub(offset)
+            .map_or(0, |room| room.div_ceil(s));
+        first.min(len)..end.min(len)
+    }
+}
+
+/// Writes the im2col matrix of one image `src` (`[C, H, W]`) into `col`
+/// (`[C * k * k, OH * OW]`, row `(c * k + ky) * k + kx`), zeros where the kernel reads padding.
+fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
+    let (k, ow, p) = (g.kernel, g.out_width, g.out_plane());
+    let xs = |kx| g.valid(ow, kx, g.left, g.width);
+    col.par_chunks_mut(k * k * p)
+        .zip(src.par_chunks(g.in_plane()))
+        .for_each(|(rows, plane)| {
+            for (kk, row) in rows.chunks_mut(p).enumerate() {
+                let (ky, kx) = (kk / k, kk % k);
+                let ox = xs(kx);
+                for (oy, out) in row.chunks_mut(ow).enumerate() {
+                    let iy = oy * g.stride + ky;
+                    if iy < g.top || iy >= g.top + g.height || ox.is_empty() {
+                        out.fill(0.);
+                        continue;
+                    }
+                    let line = &plane[(iy - g.top) * g.width..(iy - g.top + 1) * g.width];
+                    out[..ox.start].fill(0.);
+                    out[ox.end..].fill(0.);
+                    let x0 = ox.start * g.stride + kx - g.left;
+                    let dst = &mut out[ox.clone()];
+                    if g.stride == 1 {
+                        dst.copy_from_slice(&line[x0..x0 + dst.len()]);
+                    } else {
+                        dst.iter_mut()
+                            .zip(line[x0..].iter().step_by(g.stride))
+                            .for_each(|(d, s)| *d = *s);
+                    }
+                }
+            }
+        });
+}
+
+/// `dst (m x n, row-major) = dst + lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`,
+/// on the current pool's threads. Panics (never reads or writes out of bounds) when a slice is
+/// too short for its matrix.
+fn gemm_accumulate(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    (m, n, k): (usize, usize, usize),
+    rhs_rs: usize,
+) {
+    assert!(dst.len() >= m * n, "gemm: destination too short");
+    assert!(lhs.len() >= m * k, "gemm: left matrix too short");
+    assert!(
+        k == 0 || n == 0 || rhs.len() >= (k - 1) * rhs_rs + n,
+        "gemm: right matrix too short"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
+    // the highest index being m * k - 1 < lhs.len(); reads `rhs[l * rhs_rs + j]` for l < k,
+    // j < n, the highest being (k - 1) * rhs_rs + n - 1 < rhs.len(); and reads and writes
+    // `dst[i * n + j]`, the highest being m * n - 1 < dst.len() (all asserted above). `dst` is
+    // borrowed mutably, so it aliases neither input, and the call returns only once every
+    // thread it started is done, so no access outlives these borrows. The strides fit `isize`
+    // because each is at most a slice length.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            rhs_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm_parallelism(),
+        );
+    }
+}
+
+/// A dense (`groups == 1`) or grouped convolution of `input` (`[N, C, H, W]`) by `weight`
+/// (`[O, C / groups, k, k]`, flattened) with `bias` (`[O]`, or empty) and the activation:
+/// `[N, O, OH, OW]`. `groups` divides both `C` and `O`.
+pub(crate) fn conv2d(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    (out_channels, groups): (usize, usize),
+    epilogue: &Epilogue,
+) -> Vec<f32> {
+    let (p, depth) = (g.out_plane(), g.channels / groups * g.kernel * g.kernel);
+    let mut out = vec![0f32; g.batch * out_channels * p];
+    let mut col = if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![0f32; g.channels * g.kernel * g.kernel * p]
+    };
+    let per_group = out_channels / groups;
+    for (image, dst) in input
+        .chunks_exact(g.channels * g.in_plane())
+        .zip(out.chunks_exact_mut(out_channels * p))
+    {
+        if !bias.is_empty() {
+            dst.par_chunks_mut(p)
+                .zip(bias.par_iter())
+                .for_each(|(row, b)| row.fill(*b));
+        }
+        let rhs: &[f32] = if g.is_pointwise() {
+            image
+        } else {
+            im2col(g, image, &mut col);
+            &col
+        };
+        for group in 0..groups {
+            gemm_accumulate(
+                &mut dst[group * per_group * p..(group + 1) * per_group * p],
+                &weight[group * per_group * depth..(group + 1) * per_group * depth],
+                &rhs[group * depth * p..(group + 1) * depth * p],
+                (per_group, p, depth),
+                p,
+            );
+        }
+        if *epilogue != Epilogue::Identity {
+            dst.par_chunks_mut(p)
+                .enumerate()
+                .for_each(|(c, row)| Vectorized::Activation(epilogue, c, row).run());
+        }
+    }
+    out
+}
+
+/// A depthwise convolution of `input` (`[N, C, H, W]`) by `weight` (`[C, 1, k, k]`, flattened)
+/// with `bias` (`[C]`, or empty) and the activation: `[N, C, OH, OW]`, the planes in parallel.
+pub(crate) fn depthwise(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    epilogue: &Epilogue,
+) -> Vec<f32> {
+    let (k, ow) = (g.kernel, g.out_width);
+    let mut out = vec![0f32; g.batch * g.channels * g.out_plane()];
+    let xs: Vec<_> = (0..k).map(|kx| g.valid(ow, kx, g.left, g.width)).collect();
+    out.par_chunks_mut(g.out_plane())
+        .zip(input.par_chunks(g.in_plane()))
+        .enumerate()
+        .for_each(|(plane, (dst, src))| {
+            let c = plane % g.channels;
+            let plane = DepthwisePlane {
+                g,
+                xs: &xs,
+                ker: &weight[c * k * k..(c + 1) * k * k],
+                bias: bias.get(c).copied().unwrap_or(0.),
+                channel: c,
+                epilogue,
+            };
+            Vectorized::Depthwise(&plane, src, dst).run();
+        });
+    out
+}
+
+/// One plane of a depthwise convolution.
+struct DepthwisePlane<'a> {
+    g: &'a Geometry,
+    /// The valid output columns of each kernel column.
+    xs: &'a [std::ops::Range<usize>],
+    /// The plane's `k x k` kernel.
+    ker: &'a [f32],
+    bias: f32,
+    channel: usize,
+    epilogue: &'a Epilogue,
+}
+
+impl DepthwisePlane<'_> {
+    /// Convolves `src` (`H x W`) into `dst` (`OH x OW`), row by row.
+    #[inline(always)]
+    fn run(&self, src: &[f32], dst: &mut [f32]) {
+        let g = self.g;
+        let (k, s) = (g.kernel, g.stride);
+        for (oy, row) in dst.chunks_mut(g.out_width).enumerate() {
+            row.fill(self.bias);
+            for (ky, taps) in self.ker.chunks(k).enumerate() {
+                let iy = oy * s + ky;
+                if iy < g.top || iy >= g.top + g.height {
+                    continue;
+                }
+                let line = &src[(iy - g.top) * g.width..(iy - g.top + 1) * g.width];
+                for ((kx, &tap), ox) in taps.iter().enumerate().zip(self.xs) {
+                    if ox.is_empty() {
+                        continue;
+                    }
+                    let x0 = ox.start * s + kx - g.left;
+                    let acc = &mut row[ox.clone()];
+                    let len = acc.len();
+                    if s == 1 {
+                        acc.iter_mut()
+                            .zip(&line[x0..x0 + len])
+                            .for_each(|(a, v)| *a += tap * v);
+                    } else {
+                        acc.iter_mut()
+                            .zip(line[x0..].iter().step_by(s))
+                            .for_each(|(a, v)| *a += tap * v);
+                    }
+                }
+            }
+            self.epilogue.apply(self.channel, row);
+        }
+    }
+}
+
+/// Work that runs compiled for the widest instruction set the CPU has: `pulp` detects it at
+/// run time and calls [`pulp::WithSimd::with_simd`] inside a function built for AVX2 or AVX-512,
+/// into which the whole task is inlined, so its loops vectorise beyond the baseline SSE2.
+enum Vectorized<'a> {
+    /// A depthwise convolution plane: `(plane, src, dst)`.
+    Depthwise(&'a DepthwisePlane<'a>, &'a [f32], &'a mut [f32]),
+    /// An activation on one row of channel `channel`.
+    Activation(&'a Epilogue, usize, &'a mut [f32]),
+}
+
+impl Vectorized<'_> {
+    #[inline(always)]
+    fn run(self) {
+        pulp::Arch::new().dispatch(self)
+    }
+}
+
+impl pulp::WithSimd for Vectorized<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        match self {
+            Self::Depthwise(plane, src, dst) => plane.run(src, dst),
+            Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bounds-checked twin of `gemm_accumulate`.
+    fn naive(
+        dst: &mut [f32],
+        lhs: &[f32],
+        rhs: &[f32],
+        (m, n, k): (usize, usize, usize),
+        rs: usize,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = dst[i * n + j];
+                for l in 0..k {
+                    acc += lhs[i * k + l] * rhs[l * rs + j];
+                }
+                dst[i * n + j] = acc;
+            }
+        }
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        // A small LCG: deterministic and dependency-free.
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gemm_matches_its_bounds_checked_twin() {
+        for (m, n, k, rs) in [
+            (1, 1, 1, 1),
+            (3, 5, 2, 5),
+            (3, 5, 2, 7),
+            (17, 33, 9, 33),
+            (64, 100, 27, 100),
+        ] {
+            let lhs = values(m * k, 1);
+            let rhs = values((k - 1) * rs + n, 2);
+            let mut got = values(m * n, 3);
+            let mut want = got.clone();
+            gemm_accumulate(&mut got, &lhs, &rhs, (m, n, k), rs);
+            naive(&mut want, &lhs, &rhs, (m, n, k), rs);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1. + b.abs()),
+                    "{m}x{n}x{k}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "right matrix too short")]
+    fn gemm_rejects_a_short_matrix() {
+        let mut dst = vec![0f32; 4];
+        gemm_accumulate(&mut dst, &[1.; 4], &[1.; 3], (2, 2, 2), 2);
+    }
+
+    #[test]
+    fn valid_ranges_skip_the_padding() {
+        let g = Geometry::new((1, 1, 5, 5), 3, 2, (1, 1, 1, 1)).unwrap();
+        assert_eq!((g.out_height, g.out_width), (3, 3));
+        // kx = 0 reads input x = 2 * ox - 1: valid for ox = 1, 2.
+        assert_eq!(g.valid(3, 0, 1, 5), 1..3);
+        // kx = 2 reads 2 * ox + 1: valid for ox = 0, 1 (x = 5 is out).
+        assert_eq!(g.valid(3, 2, 1, 5), 0..2);
+        assert!(Geometry::new((1, 1, 2, 2), 3, 1, (0, 0, 0, 0)).is_none());
+    }
+
+    #[test]
+    fn epilogues_on_hand_checked_values() {
+        let row = [-2f32, -0.5, 0., 3., 7.];
+        let run = |e: Epilogue| {
+            let mut r = row;
+            e.apply(1, &mut r);
+            r
+        };
+        assert_eq!(run(Epilogue::Relu6), [0., 0., 0., 3., 6.]);
+        assert_eq!(
+            run(Epilogue::PRelu(vec![9., 0.5])),
+            [-1., -0.25, 0., 3., 7.]
+        );
+        assert_eq!(run(Epilogue::LeakyRelu(0.1))[0], -0.2);
+        assert_eq!(run(Epilogue::Sigmoid)[2], 0.5);
+    }
+}
