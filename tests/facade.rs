@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use faceanalysis::facedetect::retinaface::WEIGHTS;
-use faceanalysis::{DetectorKind, Error, FaceAnalyzer, WeightsSource};
+use faceanalysis::{DetectorKind, Error, FaceAnalyzer, Part, WeightsSource};
 use image::{DynamicImage, ImageBuffer, Luma, Rgb, RgbImage};
 
 fn sample(name: &str) -> DynamicImage {
@@ -88,6 +88,38 @@ fn degenerate_images_give_clear_results() {
 }
 
 #[test]
+fn tiny_crops_and_cut_faces_leave_parts_out_with_a_reason() {
+    let crops = FaceAnalyzer::builder().assume_face(true).build().unwrap();
+    for (w, h) in [(1, 1), (7, 5), (1, 300)] {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb([128, 64, 32])));
+        let faces = crops.analyze(&img).unwrap();
+        assert_eq!(faces.len(), 1, "{w}x{h}");
+        let face = &faces[0];
+        assert!(
+            face.landmarks.is_none() && face.embedding.is_none(),
+            "{w}x{h}"
+        );
+        for part in [Part::Landmarks, Part::Embedding, Part::Age] {
+            assert!(
+                face.omitted
+                    .iter()
+                    .any(|o| o.part == part && !o.reason.is_empty()),
+                "{w}x{h}: {part} not reported in {:?}",
+                face.omitted
+            );
+        }
+    }
+    // The astronaut's face cut by the image's left and top borders.
+    let cut = sample("astronaut").crop_imm(200, 90, 250, 250);
+    let faces = FaceAnalyzer::new().unwrap().analyze(&cut).unwrap();
+    for face in &faces {
+        let mesh = face.landmarks.as_ref().unwrap();
+        assert_eq!(mesh.points.len(), 478);
+        assert!(face.embedding.is_some() && face.emotion.is_some());
+    }
+}
+
+#[test]
 fn unreadable_files_are_errors_naming_the_file() {
     let dir = temp_dir("files");
     let jpeg = std::fs::read("examples/images/astronaut.jpg").unwrap();
@@ -160,9 +192,11 @@ fn write_weights(
     .unwrap();
 }
 
+/// A detector-only analyzer reading its weights from `dir`.
 fn build_from(dir: &std::path::Path) -> Result<FaceAnalyzer, Error> {
     FaceAnalyzer::builder()
         .weights(WeightsSource::Dir(dir.to_path_buf()))
+        .parts([])
         .build()
 }
 
@@ -206,11 +240,63 @@ fn bad_weights_fail_build_with_file_and_tensor_named() {
 }
 
 #[test]
+fn a_part_asked_for_needs_its_weights_file() {
+    let dir = temp_dir("partial-weights");
+    write_weights(&dir, |_| {});
+    let err = FaceAnalyzer::builder()
+        .weights(WeightsSource::Dir(dir.clone()))
+        .parts([Part::Landmarks])
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("facemesh_v2.safetensors"), "{err}");
+}
+
+/// The length of the JSON array at `v[key]`.
+fn len(v: &serde_json::Value, key: &str) -> usize {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is not an array in {v}"))
+        .len()
+}
+
+#[test]
 fn json_has_the_documented_shape() {
     let analyzer = FaceAnalyzer::new().unwrap();
+    let group = analyzer.analyze(&sample("group")).unwrap();
+    for face in &group {
+        let v = serde_json::to_value(face).unwrap();
+        for part in Part::ALL {
+            assert!(
+                v.get(part.name()).is_some(),
+                "{} missing in {v}",
+                part.name()
+            );
+        }
+        assert!(v.get("omitted").is_none(), "{v}");
+    }
     let faces = analyzer.analyze(&sample("astronaut")).unwrap();
     let v = serde_json::to_value(&faces[0]).unwrap();
-    assert_eq!(v["bbox"].as_array().unwrap().len(), 4);
+    assert_eq!(len(&v, "landmarks"), 478);
+    assert_eq!(v["landmarks"][0].as_array().unwrap().len(), 3);
+    assert_eq!(len(&v, "landmarks68"), 68);
+    assert_eq!(v["landmarks68"][0].as_array().unwrap().len(), 2);
+    for key in ["yaw", "pitch", "roll"] {
+        assert!(v["head_pose"][key].as_f64().unwrap().abs() < 30.0, "{v}");
+    }
+    for key in ["yaw", "pitch"] {
+        assert!(v["gaze"][key].as_f64().unwrap().abs() < 30.0, "{v}");
+    }
+    assert_eq!(len(&v, "embedding"), 128);
+    let age = v["age"].as_f64().unwrap();
+    assert!((20.0..50.0).contains(&age), "{age}");
+    assert_eq!(v["gender"]["label"], "female");
+    assert_eq!(v["emotion"]["label"], "happy");
+    assert_eq!(v["emotion"]["scores"].as_object().unwrap().len(), 7);
+    assert_eq!(v["blendshapes"].as_object().unwrap().len(), 52);
+    assert!(v["blendshapes"]["mouthSmileLeft"].as_f64().unwrap() > 0.5);
+    assert!(v["action_units"]["AU12"].as_f64().unwrap() > 0.5);
+    assert_eq!(len(&v, "bbox"), 4);
     assert!(v["score"].as_f64().unwrap() > 0.9);
     let kps = v["keypoints"].as_array().unwrap();
     assert_eq!(kps.len(), 5);
@@ -226,5 +312,20 @@ fn json_has_the_documented_shape() {
         .unwrap();
     let faces = blaze.analyze(&sample("astronaut")).unwrap();
     let v = serde_json::to_value(&faces[0]).unwrap();
-    assert_eq!(v["detector_keypoints"].as_array().unwrap().len(), 6);
+    assert_eq!(len(&v, "detector_keypoints"), 6);
+    assert_eq!(
+        len(&v, "keypoints"),
+        5,
+        "BlazeFace faces get the mesh's 5 points"
+    );
+    assert_eq!(len(&v, "embedding"), 128);
+
+    let detector_only = FaceAnalyzer::builder().parts([]).build().unwrap();
+    let v = serde_json::to_value(&detector_only.analyze(&sample("astronaut")).unwrap()[0]).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["bbox", "keypoints", "score"],
+        "serde_json sorts the keys"
+    );
 }

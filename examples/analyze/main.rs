@@ -6,42 +6,37 @@
 //!
 //! Each PATH is an image or a folder (searched recursively, sorted). Options:
 //! - `--json`: JSON Lines on stdout, one object per image, in input order;
-//! - `--draw DIR`: write annotated PNGs (boxes, keypoints) into DIR;
+//! - `--draw DIR`: write annotated PNGs into DIR (boxes, keypoints, the mesh, the 68 points,
+//!   head-pose axes, gaze arrows, and age, gender and emotion beside each box);
 //! - `--detector retinaface|blazeface-short|blazeface-full` (default retinaface);
 //! - `--assume-face`: skip detection, the whole image is one face crop;
-//! - `--parts LIST`: comma-separated parts to compute (the box, score and keypoints are always
-//!   there);
+//! - `--parts LIST`: comma-separated parts to compute, named as in the JSON shape (`landmarks`,
+//!   `landmarks68`, `head_pose`, `gaze`, `embedding`, `age`, `gender`, `emotion`, `blendshapes`,
+//!   `action_units`; default: all). The box, score and keypoints are always there;
+//! - `--embedding sface|dlib`, `--emotion mini-xception|faceapi|average`,
+//!   `--landmarks68 faceapi|mesh`: the model behind a part;
+//! - `--no-flip`: do not average emotion, age and gender over each face and its mirror image
+//!   (the default does: slightly more accurate, twice the work for those models);
+//! - `--threads N`: threads to use (default: all cores);
 //! - `--weights DIR`: read `.safetensors` files from DIR instead of the embedded ones;
 //! - `--score S`, `--max-side PX`, `--min-size PX`, `--max-faces N`: detector options.
 //!
 //! A file that cannot be read or decoded gets an `"error"` and processing goes on; the exit
 //! code is 1 if any image failed, 2 for bad options.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod draw;
 
 use common::flag_value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use faceanalysis::{DetectorOptions, Face, FaceAnalyzer, WeightsSource};
-use image::{Rgb, RgbImage};
-use imageproc::drawing::{draw_filled_circle_mut, draw_hollow_rect_mut};
-use imageproc::rect::Rect;
-
-/// Every part name of the JSON shape, and whether this version computes it.
-const PARTS: &[(&str, bool)] = &[
-    ("landmarks", false),
-    ("landmarks68", false),
-    ("head_pose", false),
-    ("gaze", false),
-    ("embedding", false),
-    ("age", false),
-    ("gender", false),
-    ("emotion", false),
-    ("blendshapes", false),
-    ("action_units", false),
-];
+use faceanalysis::faceembed::embedding::EmbeddingModel;
+use faceanalysis::faceexpr::EmotionModel;
+use faceanalysis::{DetectorOptions, Face, FaceAnalyzer, Landmarks68Source, Part, WeightsSource};
+use image::RgbImage;
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
 
@@ -63,8 +58,9 @@ struct Args {
 
 fn usage() -> &'static str {
     "usage: analyze [--json] [--draw DIR] [--detector retinaface|blazeface-short|blazeface-full] \
-     [--assume-face] [--parts LIST] [--weights DIR] [--score S] [--max-side PX] [--min-size PX] \
-     [--max-faces N] PATH..."
+     [--assume-face] [--parts LIST] [--embedding sface|dlib] \
+     [--emotion mini-xception|faceapi|average] [--landmarks68 faceapi|mesh] [--no-flip] [--threads N] \
+     [--weights DIR] [--score S] [--max-side PX] [--min-size PX] [--max-faces N] PATH..."
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -83,16 +79,45 @@ fn parse_args() -> Result<Args, String> {
             "--assume-face" => builder = builder.assume_face(true),
             "--parts" => {
                 let list: String = flag_value(&mut it, "--parts")?;
-                for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    match PARTS.iter().find(|(p, _)| *p == name) {
-                        Some((_, true)) => {}
-                        Some((_, false)) => {
-                            return Err(format!("part {name:?} is not available in this version"))
-                        }
-                        None => return Err(format!("unknown part {name:?}")),
-                    }
-                }
+                let parts = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|name| name.parse::<Part>().map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                builder = builder.parts(parts);
             }
+            "--embedding" => {
+                let name: String = flag_value(&mut it, "--embedding")?;
+                builder = builder.embedding_model(match name.as_str() {
+                    "sface" => EmbeddingModel::SFace,
+                    "dlib" => EmbeddingModel::DlibResNet,
+                    _ => return Err(format!("--embedding: {name:?} is not sface or dlib")),
+                });
+            }
+            "--emotion" => {
+                let name: String = flag_value(&mut it, "--emotion")?;
+                builder = builder.emotion_model(match name.as_str() {
+                    "mini-xception" => EmotionModel::MiniXception,
+                    "faceapi" => EmotionModel::FaceApi,
+                    "average" => EmotionModel::Average,
+                    _ => {
+                        return Err(format!(
+                            "--emotion: {name:?} is not mini-xception, faceapi or average"
+                        ))
+                    }
+                });
+            }
+            "--landmarks68" => {
+                let name: String = flag_value(&mut it, "--landmarks68")?;
+                builder = builder.landmarks68_source(match name.as_str() {
+                    "faceapi" => Landmarks68Source::FaceApi,
+                    "mesh" => Landmarks68Source::Mesh,
+                    _ => return Err(format!("--landmarks68: {name:?} is not faceapi or mesh")),
+                });
+            }
+            "--threads" => builder = builder.threads(flag_value(&mut it, "--threads")?),
+            "--no-flip" => builder = builder.emotion_flip(false).age_gender_flip(false),
             "--weights" => {
                 builder = builder.weights(WeightsSource::Dir(flag_value(&mut it, "--weights")?))
             }
@@ -154,26 +179,41 @@ fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
-    let mut canvas = img.clone();
-    let thickness = (img.width().max(img.height()) / 400).max(1) as i32;
-    for face in faces {
-        let b = face.bbox;
-        for t in 0..thickness {
-            let w = (b.width() as i32 + 2 * t).max(1) as u32;
-            let h = (b.height() as i32 + 2 * t).max(1) as u32;
-            let rect = Rect::at(b.x0 as i32 - t, b.y0 as i32 - t).of_size(w, h);
-            draw_hollow_rect_mut(&mut canvas, rect, Rgb([0, 255, 0]));
-        }
-        let r = thickness + 1;
-        for p in &face.detector_keypoints {
-            draw_filled_circle_mut(&mut canvas, (p.x as i32, p.y as i32), r, Rgb([0, 128, 255]));
-        }
-        for p in face.keypoints.iter().flat_map(|k| k.0) {
-            draw_filled_circle_mut(&mut canvas, (p.x as i32, p.y as i32), r, Rgb([255, 0, 0]));
+/// One line about a face for the human summary.
+fn summary(f: &Face) -> String {
+    let b = f.bbox;
+    let mut s = format!(
+        "[{:.0}, {:.0}, {:.0}, {:.0}] score {:.3}",
+        b.x0, b.y0, b.x1, b.y1, f.score
+    );
+    if let Some(g) = &f.gender {
+        s += &format!(", {} ({:.2})", g.label, g.score);
+    }
+    if let Some(a) = &f.age {
+        s += &format!(", {:.0} years ({})", a.years, a.group);
+    }
+    if let Some(e) = &f.emotion {
+        s += &format!(", {}", e.label);
+    }
+    if let Some(p) = &f.head_pose {
+        s += &format!(", yaw {:.0} pitch {:.0} roll {:.0}", p.yaw, p.pitch, p.roll);
+    }
+    if let Some(g) = &f.gaze {
+        s += &format!(
+            ", gaze yaw {:.0} pitch {:.0}",
+            g.combined.yaw, g.combined.pitch
+        );
+    }
+    if let Some(au) = &f.action_units {
+        let present = au.present(faceanalysis::faceexpr::action_units::DEFAULT_PRESENCE_THRESHOLD);
+        if !present.is_empty() {
+            s += &format!(", AUs {}", present.join(" "));
         }
     }
-    canvas
+    for o in &f.omitted {
+        s += &format!(", no {}: {}", o.part, o.reason);
+    }
+    s
 }
 
 /// Analyses one file; returns its size and faces.
@@ -230,11 +270,7 @@ fn main() -> ExitCode {
                         faces.len()
                     );
                     for f in &faces {
-                        let b = f.bbox;
-                        println!(
-                            "  [{:.0}, {:.0}, {:.0}, {:.0}] score {:.3}",
-                            b.x0, b.y0, b.x1, b.y1, f.score
-                        );
+                        println!("  {}", summary(f));
                     }
                 }
                 if let Some(dir) = &args.draw {
@@ -245,7 +281,7 @@ fn main() -> ExitCode {
                         n += 1;
                         name = format!("{stem}_{n}.png");
                     }
-                    if let Err(e) = draw(&img, &faces).save(dir.join(&name)) {
+                    if let Err(e) = draw::draw(&img, &faces).save(dir.join(&name)) {
                         eprintln!("{shown}: cannot write {name}: {e}");
                         failed = true;
                     }
