@@ -1,5 +1,20 @@
 //! Expression: MediaPipe's 52 blendshapes, FACS action-unit intensities derived from them, and the
 //! seven basic emotions (mini-Xception, face-api.js's expression model).
+//!
+//! ```no_run
+//! use facecore::geometry::BBox;
+//! use facecore::weights::WeightsSource;
+//! use faceexpr::{EmotionModel, EmotionRecognizer};
+//!
+//! let emotions = EmotionRecognizer::load(&WeightsSource::Embedded, EmotionModel::MiniXception, true)?;
+//! let img = image::open("examples/images/astronaut.jpg")
+//!     .map_err(|e| faceexpr::Error::InvalidArgument(e.to_string()))?
+//!     .to_rgb8();
+//! for e in emotions.predict(&img, &[BBox::new(178.0, 56.0, 270.0, 176.0)])? {
+//!     println!("{} ({:.2})", e.label, e.get(e.label).unwrap_or(0.0));
+//! }
+//! # Ok::<(), faceexpr::Error>(())
+//! ```
 
 #![warn(missing_docs)]
 

@@ -1,6 +1,29 @@
 //! Facial landmarks and head pose: MediaPipe's FaceMesh v2 (478 points with iris), face-api.js's
 //! 68-point model (iBUG/300-W order), and the head pose from fitting the mesh to MediaPipe's
 //! canonical face model.
+//!
+//! ```no_run
+//! use facecore::geometry::{BBox, Point};
+//! use facecore::weights::WeightsSource;
+//! use facelandmarks::{FaceMesh, HeadPoseEstimator, MeshRoi};
+//!
+//! let mesh = FaceMesh::load(&WeightsSource::Embedded)?;
+//! let pose = HeadPoseEstimator::load(&WeightsSource::Embedded)?;
+//! let img = image::open("examples/images/astronaut.jpg")
+//!     .map_err(|e| facelandmarks::Error::InvalidArgument(e.to_string()))?
+//!     .to_rgb8();
+//! // A face box and its eyes, from any detector.
+//! let roi = MeshRoi::from_detection(
+//!     BBox::new(178.0, 56.0, 270.0, 176.0),
+//!     Some(Point::new(204.0, 103.0)),
+//!     Some(Point::new(245.0, 104.0)),
+//! );
+//! for face in mesh.run(&img, &[roi])? {
+//!     let p = pose.estimate(&face.points, img.width(), img.height())?;
+//!     println!("{} points, yaw {:.0} pitch {:.0} roll {:.0}", face.points.len(), p.yaw, p.pitch, p.roll);
+//! }
+//! # Ok::<(), facelandmarks::Error>(())
+//! ```
 
 #![warn(missing_docs)]
 
