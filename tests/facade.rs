@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use faceanalysis::facedetect::retinaface::WEIGHTS;
-use faceanalysis::{DetectorKind, Error, FaceAnalyzer, Part, WeightsSource};
+use faceanalysis::{DetectorKind, Error, FaceAnalyzer, Part, Point, WeightsSource};
 use image::{DynamicImage, ImageBuffer, Luma, Rgb, RgbImage};
 
 fn sample(name: &str) -> DynamicImage {
@@ -328,4 +328,36 @@ fn json_has_the_documented_shape() {
         ["bbox", "keypoints", "score"],
         "serde_json sorts the keys"
     );
+}
+
+/// The mesh's 5 points (iris centres, nose tip, mouth corners) against RetinaFace's keypoints, as
+/// the mean distance over the 5 points in percent of RetinaFace's inter-ocular distance, for the
+/// faces of the sample images with an inter-ocular distance of at least 30 px. Measured: 3.2 %
+/// (astronaut), 7.8 % (grace_hopper), 4.2-6.9 % (group); the 5 % is not met on every
+/// face (see docs/ACCURACY.md), so this pins the measured state.
+#[test]
+fn mesh_five_points_land_near_retinaface_keypoints() {
+    let analyzer = FaceAnalyzer::builder()
+        .parts([Part::Landmarks])
+        .build()
+        .unwrap();
+    let dist = |a: Point, b: Point| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
+    let mut errors = Vec::new();
+    for name in ["astronaut", "grace_hopper", "group"] {
+        for face in analyzer.analyze(&sample(name)).unwrap() {
+            let (Some(k), Some(mesh)) = (face.keypoints, &face.landmarks) else {
+                continue;
+            };
+            let iod = dist(k.0[0], k.0[1]);
+            if iod < 30.0 {
+                continue;
+            }
+            let m = mesh.keypoints5();
+            let mean = k.0.iter().zip(m.0).map(|(&a, b)| dist(a, b)).sum::<f32>() / 5.0;
+            errors.push(100.0 * mean / iod);
+        }
+    }
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(errors.iter().all(|&e| e < 8.0), "{errors:?}");
+    assert!(errors.iter().sum::<f32>() / 4.0 < 6.0, "{errors:?}");
 }

@@ -220,3 +220,48 @@ fn one_analyzer_shared_by_eight_threads_gives_the_single_threaded_results() {
         }
     });
 }
+
+/// The `analyze` example next to this test binary (`cargo test` builds the examples).
+fn analyze_example() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join("analyze");
+    path.exists().then_some(path)
+}
+
+#[test]
+fn a_batch_run_reports_each_failing_file_and_goes_on() {
+    let Some(analyze) = analyze_example() else {
+        eprintln!("skipped: the analyze example is not built next to this test");
+        return;
+    };
+    let text = temp_file("batch_text.jpg", b"plain text");
+    let args = [
+        "examples/images/astronaut.jpg".into(),
+        "examples/images/missing.jpg".into(),
+        text.display().to_string(),
+        "examples/images/noface.jpg".into(),
+    ];
+    let out = std::process::Command::new(analyze)
+        .args(["--json", "--parts", ""])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed file makes the exit code 1"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "one line per input: {stdout}");
+    for (line, arg) in lines.iter().zip(&args) {
+        assert_eq!(line["image"].as_str(), Some(arg.as_str()), "input order");
+    }
+    assert_eq!(lines[0]["faces"].as_array().unwrap().len(), 1);
+    assert!(lines[1]["error"].as_str().unwrap().contains("missing.jpg"));
+    assert!(lines[2]["error"].is_string());
+    assert_eq!(lines[3]["faces"].as_array().unwrap().len(), 0);
+}
