@@ -265,3 +265,23 @@ fn a_batch_run_reports_each_failing_file_and_goes_on() {
     assert!(lines[2]["error"].is_string());
     assert_eq!(lines[3]["faces"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn cmyk_and_16_bit_files_are_converted() {
+    for name in ["astronaut_cmyk.jpg", "astronaut_gray16.png"] {
+        let img = load_image(format!("tests/fixtures/{name}")).unwrap();
+        let faces = analyzer().analyze(&img).unwrap();
+        assert_eq!(faces.len(), 1, "{name}");
+        assert!(faces[0].embedding.is_some(), "{name}");
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let img = load_image("examples/images/group.jpg").unwrap();
+    let one = FaceAnalyzer::builder().threads(1).build().unwrap();
+    let two = FaceAnalyzer::builder().threads(2).build().unwrap();
+    let (a, b) = (one.analyze(&img).unwrap(), two.analyze(&img).unwrap());
+    assert_eq!(a.len(), 5);
+    assert!(a == b, "1 and 2 threads differ");
+}
