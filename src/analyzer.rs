@@ -7,7 +7,7 @@ use facecore::chip::DlibPoints5;
 use facecore::geometry::{BBox, Keypoints5, Point, Point3};
 use facecore::threads::ThreadPool;
 use facecore::weights::WeightsSource;
-use faceembed::{DlibResNet, EmbeddingModel, SFace};
+use faceembed::{Embedder, EmbeddingModel};
 use faceexpr::action_units::ActionUnits;
 use faceexpr::blendshapes::FaceBlendshapes;
 use faceexpr::{EmotionModel, EmotionRecognizer};
@@ -170,10 +170,7 @@ impl FaceAnalyzerBuilder {
             None
         };
         let embedder = if wants(Part::Embedding) {
-            Some(match self.embedding_model {
-                EmbeddingModel::SFace => Embedder::SFace(SFace::load(src)?),
-                EmbeddingModel::DlibResNet => Embedder::Dlib(DlibResNet::load(src)?),
-            })
+            Some(Embedder::load(self.embedding_model, src)?)
         } else {
             None
         };
@@ -207,12 +204,6 @@ impl FaceAnalyzerBuilder {
             emotion,
         })
     }
-}
-
-/// The identity model in use.
-enum Embedder {
-    SFace(SFace),
-    Dlib(DlibResNet),
 }
 
 /// Runs the chosen models on images. Build it once, then share it: it is `Send + Sync`.
@@ -472,15 +463,7 @@ impl FaceAnalyzer {
             .with_keypoints(faces, &[Part::Embedding])
             .into_iter()
             .unzip();
-        let embeddings = match embedder {
-            Embedder::SFace(m) => m.embed(img, &kps)?,
-            Embedder::Dlib(m) => {
-                let points: Vec<DlibPoints5> =
-                    kps.iter().map(DlibPoints5::from_keypoints5).collect();
-                m.embed(img, &points)?
-            }
-        };
-        for (i, e) in idx.into_iter().zip(embeddings) {
+        for (i, e) in idx.into_iter().zip(embedder.embed(img, &kps)?) {
             faces[i].embedding = Some(e);
         }
         Ok(())

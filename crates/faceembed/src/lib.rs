@@ -25,12 +25,14 @@
 
 pub mod cluster;
 pub mod dlib_resnet;
+pub mod embedder;
 pub mod embedding;
 pub mod gallery;
 pub mod sface;
 
 pub use cluster::{cluster, cluster_at};
 pub use dlib_resnet::DlibResNet;
+pub use embedder::Embedder;
 pub use embedding::{verify, verify_at, Embedding, EmbeddingModel, Verification};
 pub use gallery::{Gallery, Match, Score};
 pub use sface::SFace;
