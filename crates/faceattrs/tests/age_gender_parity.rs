@@ -12,28 +12,15 @@ use faceattrs::{Age, AgeGender};
 use facecore::chip::DlibPoints5;
 use facecore::geometry::Point;
 use facecore::weights::WeightsSource;
+use facetest::max_abs_diff;
 
 const CASES: [&str; 3] = ["astronaut", "grace_hopper", "group"];
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/age_gender_{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    facetest::fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/age_gender_{name}.safetensors")),
+    )
 }
 
 fn model() -> &'static AgeGender {

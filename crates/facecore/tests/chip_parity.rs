@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use facecore::chip::{chip_transform, extract_chip, DlibPoints5};
 use facecore::geometry::Point;
 
 fn fixture(name: &str) -> std::collections::HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/chip_{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    facetest::fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/chip_{name}.safetensors")),
+    )
 }
 
 fn to_image(t: &Tensor) -> image::RgbImage {

@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use facecore::chip::DlibPoints5;
 use facecore::geometry::Point;
 use facecore::weights::WeightsSource;
 use faceembed::dlib_resnet::{DlibResNet, DLIB_DISTANCE_THRESHOLD};
 use faceembed::embedding::EmbeddingModel;
+use facetest::max_abs_diff_slices as max_abs_diff;
 use image::RgbImage;
 
 const FACES: [&str; 5] = [
@@ -39,10 +40,10 @@ const CHIP_MAX_TOLERANCE: f32 = 1.0;
 const PIPELINE_DISTANCE_TOLERANCE: f32 = 1e-3;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/dlib_resnet_{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    facetest::fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/dlib_resnet_{name}.safetensors")),
+    )
 }
 
 /// An `H x W x 3` u8 tensor as an image.
@@ -59,14 +60,6 @@ fn vector(t: &Tensor) -> Vec<f32> {
 fn points(t: &Tensor) -> DlibPoints5 {
     let p: Vec<Vec<f32>> = t.to_vec2().unwrap();
     DlibPoints5(std::array::from_fn(|i| Point::new(p[i][0], p[i][1])))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn distance(a: &[f32], b: &[f32]) -> f32 {

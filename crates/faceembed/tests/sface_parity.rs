@@ -7,6 +7,7 @@ use facecore::weights::WeightsSource;
 use faceembed::cluster::cluster;
 use faceembed::embedding::{verify, Embedding, EmbeddingModel};
 use faceembed::sface::{align, SFace};
+use facetest::max_abs_diff_slices as max_abs_diff;
 use image::RgbImage;
 use safetensors::SafeTensors;
 
@@ -90,14 +91,6 @@ fn image(name: &str) -> RgbImage {
         env!("CARGO_MANIFEST_DIR")
     );
     image::open(path).unwrap().to_rgb8()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use facecore::geometry::Point3;
 use facecore::weights::WeightsSource;
 use faceexpr::action_units::ActionUnits;
@@ -28,10 +28,9 @@ const END_TO_END_TOLERANCE: f32 = 1e-5;
 const INPUT_TOLERANCE: f32 = 0.0;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blendshapes.safetensors");
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    facetest::fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/blendshapes.safetensors"),
+    )
 }
 
 fn rows(t: &Tensor) -> Vec<Vec<f32>> {

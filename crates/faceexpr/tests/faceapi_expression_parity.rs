@@ -7,6 +7,7 @@ use facecore::faceapi::{input_tensor, FaceCrop};
 use facecore::geometry::BBox;
 use facecore::weights::WeightsSource;
 use faceexpr::faceapi_expression::{FaceApiExpression, FACEAPI_LABELS};
+use facetest::max_abs_diff_slices as max_abs;
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
 
@@ -72,14 +73,6 @@ impl Fixture {
             .map(|b| BBox::new(b[0], b[1], b[2], b[3]))
             .collect()
     }
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -9,28 +9,15 @@ use facecore::geometry::BBox;
 use facecore::weights::WeightsSource;
 use faceexpr::mini_xception::{face_inputs, MiniXception};
 use faceexpr::{EmotionModel, EmotionRecognizer};
+use facetest::max_abs_diff;
 
 const CASES: [&str; 2] = ["astronaut", "grace_hopper"];
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/mini_xception_{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    facetest::fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/mini_xception_{name}.safetensors")),
+    )
 }
 
 fn image_and_boxes(f: &HashMap<String, Tensor>) -> (image::RgbImage, Vec<BBox>) {

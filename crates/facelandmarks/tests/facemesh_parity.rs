@@ -14,6 +14,7 @@ use facecore::geometry::Point;
 use facecore::weights::WeightsSource;
 use facedetect::{BlazeFace, DetectorOptions, FaceDetector};
 use facelandmarks::facemesh::{FaceMesh, Landmarks478, MeshRoi};
+use facetest::max_abs_diff;
 
 const IMAGES: [&str; 3] = ["astronaut", "grace_hopper", "group"];
 
@@ -52,9 +53,7 @@ fn root() -> PathBuf {
 }
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = root().join(format!("tests/fixtures/{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    facetest::fixture(root().join(format!("tests/fixtures/{name}.safetensors")))
 }
 
 fn pixels(image: &str) -> image::RgbImage {
@@ -71,19 +70,6 @@ fn sample_jpeg(image: &str) -> image::RgbImage {
     image::open(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
         .to_rgb8()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-    d.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// The fixture's ROIs (normalised `cx, cy, w, h, rotation`) in image pixels.

@@ -4,16 +4,16 @@
 
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use facecore::geometry::Point3;
 use facecore::weights::WeightsSource;
 use facelandmarks::headpose::{HeadPose, HeadPoseEstimator};
 
 fn fixture(name: &str) -> std::collections::HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    facetest::fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/{name}.safetensors")),
+    )
 }
 
 /// The rotation-and-scale block of MediaPipe's matrix is computed in f32 by Eigen, ours in f64:

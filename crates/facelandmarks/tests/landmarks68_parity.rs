@@ -8,6 +8,7 @@ use facecore::faceapi::{face_pixels, FaceCrop, MEAN_RGB};
 use facecore::geometry::BBox;
 use facecore::weights::WeightsSource;
 use facelandmarks::landmarks68::{FaceLandmarks68, NUM_POINTS};
+use facetest::max_abs_diff_slices as max_abs;
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
 
@@ -87,14 +88,6 @@ impl Fixture {
             .map(|b| BBox::new(b[0], b[1], b[2], b[3]))
             .collect()
     }
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

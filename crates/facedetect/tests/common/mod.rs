@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use facedetect::Detection;
 
 /// The crate's root directory.
@@ -13,9 +13,7 @@ pub fn root() -> PathBuf {
 
 /// The tensors of `tests/fixtures/<name>.safetensors`.
 pub fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = root().join(format!("tests/fixtures/{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    facetest::fixture(root().join(format!("tests/fixtures/{name}.safetensors")))
 }
 
 /// An image file decoded to RGB.
@@ -31,6 +29,7 @@ pub fn sample_image(name: &str) -> image::RgbImage {
 }
 
 /// The largest absolute value of a tensor.
+#[allow(dead_code)] // Not every test binary that includes this module uses it.
 pub fn max_abs(t: &Tensor) -> f32 {
     t.to_dtype(DType::F32)
         .unwrap()
@@ -45,12 +44,7 @@ pub fn max_abs(t: &Tensor) -> f32 {
 }
 
 /// The largest absolute difference between two tensors of the same shape.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    max_abs(&(a - b).unwrap())
-}
+pub use facetest::max_abs_diff;
 
 /// Compares detections with reference rows `x0, y0, x1, y1, score, then keypoints x, y` (the
 /// detector's own keypoints): same count, boxes and keypoints within `px`, scores within `score`.
