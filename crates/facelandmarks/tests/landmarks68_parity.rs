@@ -8,9 +8,8 @@ use facecore::faceapi::{face_pixels, FaceCrop, MEAN_RGB};
 use facecore::geometry::BBox;
 use facecore::weights::WeightsSource;
 use facelandmarks::landmarks68::{FaceLandmarks68, NUM_POINTS};
-use facetest::max_abs_diff_slices as max_abs;
+use facetest::{max_abs_diff_slices as max_abs, FaceApiFixture};
 use image::RgbImage;
-use safetensors::{Dtype, SafeTensors};
 
 const IMAGES: [&str; 3] = ["astronaut", "grace_hopper", "group"];
 
@@ -24,80 +23,26 @@ const PIXEL_TOLERANCE: f32 = 1e-3;
 /// unfloored box corner instead of the crop's corner (under 1 pixel for boxes inside the image).
 const COMPOSED_TOLERANCE: f32 = 1.0;
 
-struct Fixture {
-    bytes: Vec<u8>,
+fn fixture(image: &str) -> FaceApiFixture {
+    FaceApiFixture::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "tests/fixtures/faceapi_landmarks68_{image}.safetensors"
+    )))
 }
 
-impl Fixture {
-    fn load(image: &str) -> Fixture {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(format!("faceapi_landmarks68_{image}.safetensors"));
-        Fixture {
-            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
-    }
-
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).unwrap()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.tensors().tensor(name).is_ok()
-    }
-
-    fn f32s(&self, name: &str) -> Vec<f32> {
-        let st = self.tensors();
-        let t = st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), Dtype::F32, "{name}");
-        t.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    }
-
-    fn u8s(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
-        let st = self.tensors();
-        let t = st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), Dtype::U8, "{name}");
-        (t.shape().to_vec(), t.data().to_vec())
-    }
-
-    /// The image with each stored face crop pasted where it was cut (black elsewhere).
-    fn image(&self) -> RgbImage {
-        let size = self.f32s("image_size");
-        let mut img = RgbImage::new(size[0] as u32, size[1] as u32);
-        for (i, c) in self.f32s("crops").chunks_exact(4).enumerate() {
-            let (shape, data) = self.u8s(&format!("crop_{i}"));
-            assert_eq!(shape, vec![c[3] as usize, c[2] as usize, 3]);
-            for (j, px) in data.chunks_exact(3).enumerate() {
-                let (x, y) = ((j % shape[1]) as u32, (j / shape[1]) as u32);
-                img.put_pixel(
-                    c[0] as u32 + x,
-                    c[1] as u32 + y,
-                    image::Rgb([px[0], px[1], px[2]]),
-                );
-            }
-        }
-        img
-    }
-
-    fn boxes(&self) -> Vec<BBox> {
-        self.f32s("boxes")
-            .chunks_exact(4)
-            .map(|b| BBox::new(b[0], b[1], b[2], b[3]))
-            .collect()
-    }
+fn boxes(f: &FaceApiFixture) -> Vec<BBox> {
+    f.boxes()
+        .iter()
+        .map(|b| BBox::new(b[0], b[1], b[2], b[3]))
+        .collect()
 }
 
 #[test]
 fn crops_and_input_match_tfjs() {
     for image in IMAGES {
-        let f = Fixture::load(image);
+        let f = fixture(image);
         let img = f.image();
         let (w, h) = img.dimensions();
-        let crops: Vec<FaceCrop> = f
-            .boxes()
+        let crops: Vec<FaceCrop> = boxes(&f)
             .iter()
             .map(|b| FaceCrop::from_box(b, w, h).unwrap())
             .collect();
@@ -120,8 +65,8 @@ fn crops_and_input_match_tfjs() {
 #[test]
 fn network_matches_tfjs_on_its_input() {
     let net = FaceLandmarks68::load(&WeightsSource::Embedded).unwrap();
-    for image in IMAGES.iter().filter(|i| Fixture::load(i).has("input")) {
-        let f = Fixture::load(image);
+    for image in IMAGES.iter().filter(|i| fixture(i).has("input")) {
+        let f = fixture(image);
         let hwc = f.f32s("input");
         let n = hwc.len() / (112 * 112 * 3);
         let normalized: Vec<f32> = hwc
@@ -151,8 +96,8 @@ fn network_matches_tfjs_on_its_input() {
 fn landmarks_match_tfjs_in_image_pixels() {
     let net = FaceLandmarks68::load(&WeightsSource::Embedded).unwrap();
     for image in IMAGES {
-        let f = Fixture::load(image);
-        let got = net.run(&f.image(), &f.boxes()).unwrap();
+        let f = fixture(image);
+        let got = net.run(&f.image(), &boxes(&f)).unwrap();
         let got: Vec<f32> = got
             .iter()
             .flat_map(|l| {

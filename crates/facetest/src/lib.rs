@@ -52,3 +52,68 @@ pub fn max_abs_diff_slices(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A fixture written by `tools/reference/faceapi.mjs`: `image_size` (width, height), `boxes`
+/// and `crops` (x, y, width, height per face, f32), each face's pixels as `crop_{i}` (u8,
+/// height x width x 3), and the model's outputs under their own names.
+pub struct FaceApiFixture {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl FaceApiFixture {
+    /// Loads the fixture at `path` (see [`fixture`]).
+    pub fn load(path: impl AsRef<Path>) -> Self {
+        Self {
+            tensors: fixture(path),
+        }
+    }
+
+    /// Whether the fixture holds a tensor called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The values of the f32 tensor `name`, flattened.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such tensor or it is not f32.
+    pub fn f32s(&self, name: &str) -> Vec<f32> {
+        let t = &self.tensors[name];
+        assert_eq!(t.dtype(), DType::F32, "{name}");
+        t.flatten_all().and_then(|t| t.to_vec1()).unwrap()
+    }
+
+    /// The image with each stored face crop pasted where it was cut (black elsewhere).
+    ///
+    /// # Panics
+    ///
+    /// If a crop is missing, not u8, or not the size its `crops` row says.
+    pub fn image(&self) -> image::RgbImage {
+        let size = self.f32s("image_size");
+        let mut img = image::RgbImage::new(size[0] as u32, size[1] as u32);
+        for (i, c) in self.f32s("crops").chunks_exact(4).enumerate() {
+            let t = &self.tensors[&format!("crop_{i}")];
+            assert_eq!(t.dtype(), DType::U8);
+            assert_eq!(t.dims(), &[c[3] as usize, c[2] as usize, 3]);
+            let data: Vec<u8> = t.flatten_all().and_then(|t| t.to_vec1()).unwrap();
+            for (j, px) in data.chunks_exact(3).enumerate() {
+                let (x, y) = ((j % c[2] as usize) as u32, (j / c[2] as usize) as u32);
+                img.put_pixel(
+                    c[0] as u32 + x,
+                    c[1] as u32 + y,
+                    image::Rgb([px[0], px[1], px[2]]),
+                );
+            }
+        }
+        img
+    }
+
+    /// The face boxes, `[x0, y0, x1, y1]` each.
+    pub fn boxes(&self) -> Vec<[f32; 4]> {
+        self.f32s("boxes")
+            .chunks_exact(4)
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect()
+    }
+}
