@@ -21,11 +21,11 @@
 //! ([`input_tensor`]).
 
 use candle_core::{Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::geometry::{BBox, Point};
-use crate::layers::{Activation, Conv2d, Conv2dSpec, Padding};
+use crate::layers::{Activation, Conv2d, Conv2dSpec, Linear, Padding};
 use crate::{Error, Result};
 
 /// Side of the square network input, in pixels (`FaceFeatureExtractor.forwardInput`).
@@ -204,7 +204,7 @@ impl FaceProcessor {
         let bias = vb.get(outputs, "fc/bias")?;
         Ok(Self {
             extractor,
-            fc: Linear::new(weight, Some(bias)),
+            fc: Linear::new(weight, Some(bias))?,
         })
     }
 }

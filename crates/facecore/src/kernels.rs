@@ -44,6 +44,53 @@ fn leaky(row: &mut [f32], slope: f32) {
         .for_each(|v| *v = if *v < 0. { *v * slope } else { *v });
 }
 
+/// A tensor added to a convolution's output: `[N, channels, OH, OW]` values, `channels` at most
+/// the output's (the output's further channels get nothing added), before or after the
+/// activation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Residual<'a> {
+    pub values: &'a [f32],
+    pub channels: usize,
+    pub after_activation: bool,
+}
+
+impl<'a> Residual<'a> {
+    /// The row of output plane `plane` (image-major, `out_channels` planes an image) of `len`
+    /// values, if the residual has that channel.
+    fn row(&self, plane: usize, out_channels: usize, len: usize) -> Option<&'a [f32]> {
+        let (image, channel) = (plane / out_channels.max(1), plane % out_channels.max(1));
+        if channel >= self.channels {
+            return None;
+        }
+        let start = (image * self.channels + channel) * len;
+        self.values.get(start..start + len)
+    }
+}
+
+/// The first values of output row `row`: the bias, plus the residual when it comes before the
+/// activation.
+#[inline(always)]
+fn start_row(row: &mut [f32], bias: f32, residual: Option<(&[f32], bool)>) {
+    match residual {
+        Some((r, false)) => row.iter_mut().zip(r).for_each(|(v, r)| *v = bias + r),
+        _ => row.fill(bias),
+    }
+}
+
+/// Applies the activation to a finished output row, then adds the residual when it comes after.
+#[inline(always)]
+fn finish_row(
+    epilogue: &Epilogue,
+    channel: usize,
+    row: &mut [f32],
+    residual: Option<(&[f32], bool)>,
+) {
+    epilogue.apply(channel, row);
+    if let Some((r, true)) = residual {
+        row.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+    }
+}
+
 /// `input` (`[N, channels, plane]`) with the activation applied: the planes in parallel.
 pub(crate) fn activate(
     input: &[f32],
@@ -223,8 +270,8 @@ fn gemm_accumulate(
 }
 
 /// A dense (`groups == 1`) or grouped convolution of `input` (`[N, C, H, W]`) by `weight`
-/// (`[O, C / groups, k, k]`, flattened) with `bias` (`[O]`, or empty) and the activation:
-/// `[N, O, OH, OW]`. `groups` divides both `C` and `O`.
+/// (`[O, C / groups, k, k]`, flattened) with `bias` (`[O]`, or empty), the activation and the
+/// residual: `[N, O, OH, OW]`. `groups` divides both `C` and `O`.
 pub(crate) fn conv2d(
     g: &Geometry,
     input: &[f32],
@@ -232,123 +279,330 @@ pub(crate) fn conv2d(
     bias: &[f32],
     (out_channels, groups): (usize, usize),
     epilogue: &Epilogue,
+    residual: Option<Residual>,
 ) -> Vec<f32> {
     let (p, depth) = (g.out_plane(), g.channels / groups * g.kernel * g.kernel);
-    let mut out = vec![0f32; g.batch * out_channels * p];
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0f32; g.channels * g.kernel * g.kernel * p]
-    };
     let per_group = out_channels / groups;
-    for (image, dst) in input
-        .chunks_exact(g.channels * g.in_plane())
-        .zip(out.chunks_exact_mut(out_channels * p))
-    {
-        if !bias.is_empty() {
-            dst.par_chunks_mut(p)
-                .zip(bias.par_iter())
-                .for_each(|(row, b)| row.fill(*b));
-        }
-        let rhs: &[f32] = if g.is_pointwise() {
-            image
-        } else {
-            im2col(g, image, &mut col);
-            &col
-        };
-        for group in 0..groups {
-            gemm_accumulate(
-                &mut dst[group * per_group * p..(group + 1) * per_group * p],
-                &weight[group * per_group * depth..(group + 1) * per_group * depth],
-                &rhs[group * depth * p..(group + 1) * depth * p],
-                (per_group, p, depth),
-                p,
-            );
-        }
-        if *epilogue != Epilogue::Identity {
-            dst.par_chunks_mut(p)
-                .enumerate()
-                .for_each(|(c, row)| Vectorized::Activation(epilogue, c, row).run());
+    let rows = |image: usize, c: usize| {
+        let r = residual?;
+        Some((
+            r.row(image * out_channels + c, out_channels, p)?,
+            r.after_activation,
+        ))
+    };
+    // The output starts as the bias, plus the residual when it comes before the activation:
+    // each value written once, where zeroing and then filling would write it twice.
+    let mut out = Vec::with_capacity(g.batch * out_channels * p);
+    for image in 0..g.batch {
+        for c in 0..out_channels {
+            let b = bias.get(c).copied().unwrap_or(0.);
+            match rows(image, c) {
+                Some((r, false)) => out.extend(r.iter().map(|v| b + v)),
+                _ => out.extend(std::iter::repeat_n(b, p)),
+            }
         }
     }
+    let col_len = if g.is_pointwise() {
+        0
+    } else {
+        g.channels * g.kernel * g.kernel * p
+    };
+    with_scratch(col_len, |col| {
+        for (image, (src, dst)) in input
+            .chunks_exact(g.channels * g.in_plane())
+            .zip(out.chunks_exact_mut(out_channels * p))
+            .enumerate()
+        {
+            let rhs: &[f32] = if g.is_pointwise() {
+                src
+            } else {
+                im2col(g, src, col);
+                col
+            };
+            for group in 0..groups {
+                gemm_accumulate(
+                    &mut dst[group * per_group * p..(group + 1) * per_group * p],
+                    &weight[group * per_group * depth..(group + 1) * per_group * depth],
+                    &rhs[group * depth * p..(group + 1) * depth * p],
+                    (per_group, p, depth),
+                    p,
+                );
+            }
+            let after = residual.is_some_and(|r| r.after_activation);
+            if *epilogue != Epilogue::Identity || after {
+                dst.par_chunks_mut(p).enumerate().for_each(|(c, row)| {
+                    Vectorized::Finish(epilogue, c, row, rows(image, c)).run()
+                });
+            }
+        }
+    });
     out
 }
 
+/// A dense layer: `input` (`rows x inputs`, row-major) times `weight_t` (`inputs x outputs`,
+/// the transposed weight) plus `bias` (`[outputs]`, or empty): `rows x outputs`.
+pub(crate) fn dense(
+    input: &[f32],
+    weight_t: &[f32],
+    bias: &[f32],
+    (rows, inputs, outputs): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * outputs);
+    for _ in 0..rows {
+        if bias.is_empty() {
+            out.extend(std::iter::repeat_n(0., outputs));
+        } else {
+            out.extend_from_slice(bias);
+        }
+    }
+    gemm_accumulate(&mut out, input, weight_t, (rows, outputs, inputs), outputs);
+    out
+}
+
+thread_local! {
+    /// Each thread's im2col matrix, kept between calls so that it is allocated (and zeroed)
+    /// once rather than per convolution; im2col overwrites every value it uses.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` values of this thread's scratch buffer (their contents unspecified).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.take();
+        if buf.len() < len {
+            buf.resize(len, 0.);
+        }
+        let result = f(&mut buf[..len]);
+        cell.replace(buf);
+        result
+    })
+}
+
 /// A depthwise convolution of `input` (`[N, C, H, W]`) by `weight` (`[C, 1, k, k]`, flattened)
-/// with `bias` (`[C]`, or empty) and the activation: `[N, C, OH, OW]`, the planes in parallel.
+/// with `bias` (`[C]`, or empty), the activation and the residual: `[N, C, OH, OW]`, the planes
+/// in parallel.
 pub(crate) fn depthwise(
     g: &Geometry,
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
     epilogue: &Epilogue,
+    residual: Option<Residual>,
 ) -> Vec<f32> {
-    let (k, ow) = (g.kernel, g.out_width);
+    let k = g.kernel;
+    planes(g, input, |plane| {
+        let c = plane % g.channels;
+        PlaneOp::Convolve {
+            ker: &weight[c * k * k..(c + 1) * k * k],
+            bias: bias.get(c).copied().unwrap_or(0.),
+            channel: c,
+            epilogue,
+            residual: residual
+                .and_then(|r| Some((r.row(plane, g.channels, g.out_plane())?, r.after_activation))),
+        }
+    })
+}
+
+/// Pooling of `input` (`[N, C, H, W]`) over each `k x k` window: its maximum, or the mean of the
+/// window's values inside the input; padding never counts.
+pub(crate) fn pool(g: &Geometry, input: &[f32], max: bool) -> Vec<f32> {
+    planes(g, input, |_| if max { PlaneOp::Max } else { PlaneOp::Mean })
+}
+
+/// Runs one [`PlaneOp`] per plane of `input`, in parallel: `[N, C, OH, OW]`.
+fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + Sync) -> Vec<f32> {
     let mut out = vec![0f32; g.batch * g.channels * g.out_plane()];
-    let xs: Vec<_> = (0..k).map(|kx| g.valid(ow, kx, g.left, g.width)).collect();
+    let xs: Vec<_> = (0..g.kernel)
+        .map(|kx| g.valid(g.out_width, kx, g.left, g.width))
+        .collect();
     out.par_chunks_mut(g.out_plane())
         .zip(input.par_chunks(g.in_plane()))
         .enumerate()
         .for_each(|(plane, (dst, src))| {
-            let c = plane % g.channels;
-            let plane = DepthwisePlane {
+            let plane = Plane {
                 g,
                 xs: &xs,
-                ker: &weight[c * k * k..(c + 1) * k * k],
-                bias: bias.get(c).copied().unwrap_or(0.),
-                channel: c,
-                epilogue,
+                op: op(plane),
             };
-            Vectorized::Depthwise(&plane, src, dst).run();
+            Vectorized::Plane(&plane, src, dst).run();
         });
     out
 }
 
-/// One plane of a depthwise convolution.
-struct DepthwisePlane<'a> {
+/// What a per-plane kernel computes over each window.
+enum PlaneOp<'a> {
+    /// A depthwise convolution with the plane's `k x k` kernel, bias, activation and residual.
+    Convolve {
+        ker: &'a [f32],
+        bias: f32,
+        channel: usize,
+        epilogue: &'a Epilogue,
+        residual: Option<(&'a [f32], bool)>,
+    },
+    /// The window's maximum.
+    Max,
+    /// The mean of the window's values inside the input.
+    Mean,
+}
+
+/// One plane of a depthwise convolution or pooling.
+struct Plane<'a> {
     g: &'a Geometry,
     /// The valid output columns of each kernel column.
     xs: &'a [std::ops::Range<usize>],
-    /// The plane's `k x k` kernel.
-    ker: &'a [f32],
-    bias: f32,
-    channel: usize,
-    epilogue: &'a Epilogue,
+    op: PlaneOp<'a>,
 }
 
-impl DepthwisePlane<'_> {
-    /// Convolves `src` (`H x W`) into `dst` (`OH x OW`), row by row.
+/// The input plane of a depthwise convolution with its zero padding written out, its columns
+/// split by phase (column `x` of the padded plane is column `x / stride` of phase
+/// `x % stride`), so that every tap of a strided window reads a contiguous run.
+struct PaddedPlane {
+    values: Vec<f32>,
+    /// Columns of a phase.
+    cols: usize,
+    /// Where each tap `(ky, kx)` of the window at output `(0, 0)` reads, row-major.
+    taps: Vec<usize>,
+    stride: usize,
+}
+
+impl PaddedPlane {
+    fn new(g: &Geometry, src: &[f32]) -> Self {
+        let s = g.stride;
+        let rows = (g.out_height - 1) * s + g.kernel;
+        let cols = ((g.out_width - 1) * s + g.kernel).div_ceil(s);
+        let mut values = vec![0f32; s * rows * cols];
+        for phase in 0..s {
+            let js = g.valid(cols, phase, g.left, g.width);
+            let x0 = (js.start * s + phase).saturating_sub(g.left);
+            let lines = src.chunks_exact(g.width).take(rows.saturating_sub(g.top));
+            for (iy, line) in lines.enumerate() {
+                let start = (phase * rows + iy + g.top) * cols;
+                let dst = &mut values[start + js.start..start + js.end];
+                if s == 1 {
+                    dst.copy_from_slice(&line[x0..x0 + dst.len()]);
+                } else {
+                    let src = line[x0..].iter().step_by(s);
+                    dst.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
+                }
+            }
+        }
+        let taps = (0..g.kernel * g.kernel)
+            .map(|t| {
+                let (ky, kx) = (t / g.kernel, t % g.kernel);
+                ((kx % s) * rows + ky) * cols + kx / s
+            })
+            .collect();
+        Self {
+            values,
+            cols,
+            taps,
+            stride: s,
+        }
+    }
+
+    /// Where tap `t` of the window at output `(oy, x0)` reads its `L` values.
+    #[inline(always)]
+    fn run<const L: usize>(&self, t: usize, (oy, x0): (usize, usize)) -> &[f32] {
+        let start = self.taps[t] + oy * self.stride * self.cols + x0;
+        &self.values[start..start + L]
+    }
+}
+
+/// Adds the window taps `ker` (row-major) of outputs `x0..x0 + L` of row `oy` to the first `L`
+/// values of `out` (already holding their start values); returns `L`.
+#[inline(always)]
+fn window_run<const L: usize>(
+    padded: &PaddedPlane,
+    ker: &[f32],
+    at: (usize, usize),
+    out: &mut [f32],
+) -> usize {
+    let mut acc = [0f32; L];
+    acc.iter_mut().zip(&*out).for_each(|(a, o)| *a = *o);
+    for (t, &tap) in ker.iter().enumerate() {
+        let run = padded.run::<L>(t, at);
+        acc.iter_mut().zip(run).for_each(|(a, v)| *a += tap * v);
+    }
+    out.iter_mut().zip(acc).for_each(|(o, a)| *o = a);
+    L
+}
+
+impl Plane<'_> {
+    /// Computes `dst` (`OH x OW`) from `src` (`H x W`).
     #[inline(always)]
     fn run(&self, src: &[f32], dst: &mut [f32]) {
+        match &self.op {
+            PlaneOp::Convolve {
+                ker,
+                bias,
+                channel,
+                epilogue,
+                residual,
+            } => {
+                let g = self.g;
+                let ow = g.out_width;
+                let padded = PaddedPlane::new(g, src);
+                let kernel = *ker;
+                for (oy, row) in dst.chunks_mut(ow).enumerate() {
+                    let residual =
+                        residual.and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
+                    start_row(row, *bias, residual);
+                    let mut x0 = 0;
+                    while x0 < ow {
+                        let out = &mut row[x0..];
+                        let at = (oy, x0);
+                        x0 += match out.len() {
+                            64.. => window_run::<64>(&padded, kernel, at, out),
+                            16.. => window_run::<16>(&padded, kernel, at, out),
+                            8.. => window_run::<8>(&padded, kernel, at, out),
+                            4.. => window_run::<4>(&padded, kernel, at, out),
+                            _ => window_run::<1>(&padded, kernel, at, out),
+                        };
+                    }
+                    finish_row(epilogue, *channel, row, residual);
+                }
+            }
+            PlaneOp::Max => self.pool(src, dst, true),
+            PlaneOp::Mean => self.pool(src, dst, false),
+        }
+    }
+
+    /// Max (`max`) or mean pooling of `src` into `dst`, row by row.
+    #[inline(always)]
+    fn pool(&self, src: &[f32], dst: &mut [f32], max: bool) {
         let g = self.g;
-        let (k, s) = (g.kernel, g.stride);
-        for (oy, row) in dst.chunks_mut(g.out_width).enumerate() {
-            row.fill(self.bias);
-            for (ky, taps) in self.ker.chunks(k).enumerate() {
+        let (k, s, ow) = (g.kernel, g.stride, g.out_width);
+        for (oy, row) in dst.chunks_mut(ow).enumerate() {
+            row.fill(if max { f32::NEG_INFINITY } else { 0. });
+            for ky in 0..k {
                 let iy = oy * s + ky;
                 if iy < g.top || iy >= g.top + g.height {
                     continue;
                 }
                 let line = &src[(iy - g.top) * g.width..(iy - g.top + 1) * g.width];
-                for ((kx, &tap), ox) in taps.iter().enumerate().zip(self.xs) {
+                for (kx, ox) in self.xs.iter().enumerate() {
                     if ox.is_empty() {
                         continue;
                     }
                     let x0 = ox.start * s + kx - g.left;
-                    let acc = &mut row[ox.clone()];
-                    let len = acc.len();
-                    if s == 1 {
-                        acc.iter_mut()
-                            .zip(&line[x0..x0 + len])
-                            .for_each(|(a, v)| *a += tap * v);
+                    let values = line[x0..].iter().step_by(s);
+                    let acc = row[ox.clone()].iter_mut();
+                    if max {
+                        acc.zip(values).for_each(|(a, v)| *a = a.max(*v));
                     } else {
-                        acc.iter_mut()
-                            .zip(line[x0..].iter().step_by(s))
-                            .for_each(|(a, v)| *a += tap * v);
+                        acc.zip(values).for_each(|(a, v)| *a += v);
                     }
                 }
             }
-            self.epilogue.apply(self.channel, row);
+            if !max {
+                let rows = (0..k)
+                    .filter(|ky| (g.top..g.top + g.height).contains(&(oy * s + ky)))
+                    .count();
+                for (ox, v) in row.iter_mut().enumerate() {
+                    let cols = self.xs.iter().filter(|r| r.contains(&ox)).count();
+                    *v /= (rows * cols).max(1) as f32;
+                }
+            }
         }
     }
 }
@@ -357,10 +611,18 @@ impl DepthwisePlane<'_> {
 /// run time and calls [`pulp::WithSimd::with_simd`] inside a function built for AVX2 or AVX-512,
 /// into which the whole task is inlined, so its loops vectorise beyond the baseline SSE2.
 enum Vectorized<'a> {
-    /// A depthwise convolution plane: `(plane, src, dst)`.
-    Depthwise(&'a DepthwisePlane<'a>, &'a [f32], &'a mut [f32]),
+    /// A depthwise convolution or pooling plane: `(plane, src, dst)`.
+    Plane(&'a Plane<'a>, &'a [f32], &'a mut [f32]),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
+    /// An activation on one output row of channel `channel`, then the residual row if it comes
+    /// after the activation.
+    Finish(
+        &'a Epilogue,
+        usize,
+        &'a mut [f32],
+        Option<(&'a [f32], bool)>,
+    ),
 }
 
 impl Vectorized<'_> {
@@ -376,8 +638,11 @@ impl pulp::WithSimd for Vectorized<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         match self {
-            Self::Depthwise(plane, src, dst) => plane.run(src, dst),
+            Self::Plane(plane, src, dst) => plane.run(src, dst),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
+            Self::Finish(epilogue, channel, row, residual) => {
+                finish_row(epilogue, channel, row, residual)
+            }
         }
     }
 }

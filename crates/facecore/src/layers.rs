@@ -151,6 +151,31 @@ impl Activation {
     }
 }
 
+/// A tensor added to a convolution's output (a residual connection), fused into the layer.
+///
+/// The tensor is `[N, C', OH, OW]`, the convolution output's shape except that `C'` may be
+/// smaller than its channels: the further channels get nothing added (the zero-padded
+/// shortcuts of BlazeFace and FaceMesh).
+#[derive(Debug, Clone, Copy)]
+pub enum Residual<'a> {
+    /// `activation(conv(x) + r)`.
+    BeforeActivation(&'a Tensor),
+    /// `activation(conv(x)) + r`.
+    AfterActivation(&'a Tensor),
+}
+
+impl<'a> Residual<'a> {
+    fn tensor(&self) -> &'a Tensor {
+        match self {
+            Self::BeforeActivation(t) | Self::AfterActivation(t) => t,
+        }
+    }
+
+    fn after_activation(&self) -> bool {
+        matches!(self, Self::AfterActivation(_))
+    }
+}
+
 /// A 2-D convolution with its bias and activation fused.
 ///
 /// On the CPU it runs facecore's own kernels (see [`threads`](crate::threads) for the thread
@@ -288,6 +313,7 @@ impl Conv2d {
         &self,
         xs: &Tensor,
         (top, bottom, left, right): (usize, usize, usize, usize),
+        residual: Option<Residual>,
     ) -> candle_core::Result<Tensor> {
         let s = &self.spec;
         let padded =
@@ -298,12 +324,27 @@ impl Conv2d {
             Some(b) => ys.broadcast_add(&b.reshape((1, s.out_channels, 1, 1))?)?,
             None => ys,
         };
-        self.activation.apply_candle(&ys)
+        let Some(residual) = residual else {
+            return self.activation.apply_candle(&ys);
+        };
+        let r = residual.tensor();
+        let r = r.pad_with_zeros(1, 0, s.out_channels - r.dim(1)?)?;
+        if residual.after_activation() {
+            self.activation.apply_candle(&ys)? + r
+        } else {
+            self.activation.apply_candle(&(ys + r)?)
+        }
     }
-}
 
-impl Module for Conv2d {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// `activation(conv(xs))` with `residual` added before or after the activation, in the same
+    /// pass over the output on the CPU. Errors when `residual`'s batch, height or width differ
+    /// from the output's or it has more channels.
+    pub fn forward_add(&self, xs: &Tensor, residual: Residual) -> candle_core::Result<Tensor> {
+        self.run(xs, Some(residual))
+    }
+
+    /// The convolution of `xs`, with the residual when there is one.
+    fn run(&self, xs: &Tensor, residual: Option<Residual>) -> candle_core::Result<Tensor> {
         let s = &self.spec;
         let (n, c, h, w) = xs.dims4()?;
         if c != s.in_channels {
@@ -314,38 +355,232 @@ impl Module for Conv2d {
             );
         }
         let pads = self.padding(h, w);
-        if !xs.device().is_cpu() {
-            return self.forward_candle(xs, pads);
-        }
         let g = Geometry::new((n, c, h, w), s.kernel, s.stride, pads).ok_or_else(|| {
             candle_core::Error::Msg(format!(
                 "{0}x{0} convolution with stride {1} and padding {pads:?} does not fit a {h}x{w} input",
                 s.kernel, s.stride
             ))
         })?;
+        if let Some(r) = residual {
+            let (rn, rc, rh, rw) = r.tensor().dims4()?;
+            if rn != n || rc > s.out_channels || (rh, rw) != (g.out_height, g.out_width) {
+                candle_core::bail!(
+                    "residual of shape {:?} does not fit a convolution output of [{n}, {}, {}, {}]",
+                    r.tensor().dims(),
+                    s.out_channels,
+                    g.out_height,
+                    g.out_width
+                );
+            }
+        }
+        if !xs.device().is_cpu() {
+            return self.forward_candle(xs, pads, residual);
+        }
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+        let r = residual
+            .map(|r| r.tensor().to_dtype(DType::F32)?.contiguous())
+            .transpose()?;
         let is_depthwise = s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
         let out = with_f32_slice(&xs, |input| {
             with_f32_slice(&self.weight, |weight| {
-                if is_depthwise {
-                    kernels::depthwise(&g, input, weight, &self.bias_values, &self.epilogue)
-                } else {
-                    kernels::conv2d(
-                        &g,
-                        input,
-                        weight,
-                        &self.bias_values,
-                        (s.out_channels, s.groups),
-                        &self.epilogue,
-                    )
-                }
+                with_optional_f32_slice(r.as_ref(), |values| {
+                    let residual = values.zip(residual).map(|(values, r)| kernels::Residual {
+                        values,
+                        channels: r.tensor().dims()[1],
+                        after_activation: r.after_activation(),
+                    });
+                    if is_depthwise {
+                        kernels::depthwise(
+                            &g,
+                            input,
+                            weight,
+                            &self.bias_values,
+                            &self.epilogue,
+                            residual,
+                        )
+                    } else {
+                        kernels::conv2d(
+                            &g,
+                            input,
+                            weight,
+                            &self.bias_values,
+                            (s.out_channels, s.groups),
+                            &self.epilogue,
+                            residual,
+                        )
+                    }
+                })
             })
-        })??;
+        })???;
         Tensor::from_vec(
             out,
             (n, s.out_channels, g.out_height, g.out_width),
             xs.device(),
         )
+    }
+}
+
+/// A dense layer over the last dimension, `y = x W^T + b`, run by facecore's `gemm` on the
+/// CPU (candle's matmul elsewhere).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`, f32.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    /// The weight transposed (`[in, out]`, row-major) and the bias, as the CPU kernel reads them.
+    weight_t: Vec<f32>,
+    bias_values: Vec<f32>,
+}
+
+impl Linear {
+    /// A dense layer from its weight (`[out, in]`) and optional bias (`[out]`).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
+        let (outputs, _) = weight.dims2()?;
+        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
+        let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+        let bias_values = match &bias {
+            Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
+        if !bias_values.is_empty() && bias_values.len() != outputs {
+            candle_core::bail!(
+                "dense bias has {} values, expected {outputs}",
+                bias_values.len()
+            );
+        }
+        let weight_t = weight.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self {
+            weight,
+            bias,
+            weight_t,
+            bias_values,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (outputs, inputs) = self.weight.dims2()?;
+        let dims = xs.dims();
+        if dims.last() != Some(&inputs) {
+            candle_core::bail!("dense layer expects {inputs} inputs, got a {dims:?} tensor");
+        }
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = outputs;
+        }
+        if !xs.device().is_cpu() {
+            let ys = xs.broadcast_matmul(&self.weight.t()?)?;
+            return match &self.bias {
+                Some(b) => ys.broadcast_add(b),
+                None => Ok(ys),
+            };
+        }
+        let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+        let rows = xs.elem_count() / inputs.max(1);
+        let out = with_f32_slice(&xs, |input| {
+            kernels::dense(
+                input,
+                &self.weight_t,
+                &self.bias_values,
+                (rows, inputs, outputs),
+            )
+        })?;
+        Tensor::from_vec(out, out_dims, xs.device())
+    }
+}
+
+/// The kind of a [`Pool2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The window's maximum.
+    Max,
+    /// The mean of the window's values inside the input (padding never counts).
+    Average,
+}
+
+/// A max or average pooling layer over square windows, run by facecore's kernels on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2d {
+    kind: PoolKind,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+}
+
+impl Pool2d {
+    /// A `kernel` x `kernel` max pooling with `stride` and no padding.
+    pub fn max(kernel: usize, stride: usize) -> Self {
+        Self {
+            kind: PoolKind::Max,
+            kernel,
+            stride,
+            padding: Padding::Symmetric(0),
+        }
+    }
+
+    /// A `kernel` x `kernel` average pooling with `stride` and no padding.
+    pub fn average(kernel: usize, stride: usize) -> Self {
+        Self {
+            kind: PoolKind::Average,
+            ..Self::max(kernel, stride)
+        }
+    }
+
+    /// The same pooling with another padding (whose values never count).
+    pub fn with_padding(self, padding: Padding) -> Self {
+        Self { padding, ..self }
+    }
+}
+
+impl Module for Pool2d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = xs.dims4()?;
+        let pads = match self.padding {
+            Padding::Symmetric(p) => (p, p, p, p),
+            Padding::Same => {
+                let (top, bottom) = same_padding(h, self.kernel, self.stride);
+                let (left, right) = same_padding(w, self.kernel, self.stride);
+                (top, bottom, left, right)
+            }
+        };
+        let g = Geometry::new((n, c, h, w), self.kernel, self.stride, pads).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "{0}x{0} pooling with stride {1} and padding {pads:?} does not fit a {h}x{w} input",
+                self.kernel, self.stride
+            ))
+        })?;
+        if !xs.device().is_cpu() {
+            if pads != (0, 0, 0, 0) {
+                candle_core::bail!("padded pooling runs on the CPU only");
+            }
+            return match self.kind {
+                PoolKind::Max => xs.max_pool2d_with_stride(self.kernel, self.stride),
+                PoolKind::Average => xs.avg_pool2d_with_stride(self.kernel, self.stride),
+            };
+        }
+        let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+        let out = with_f32_slice(&xs, |input| {
+            kernels::pool(&g, input, self.kind == PoolKind::Max)
+        })?;
+        Tensor::from_vec(out, (n, c, g.out_height, g.out_width), xs.device())
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.run(xs, None)
+    }
+}
+
+/// Runs `f` on the values of `t` (see [`with_f32_slice`]), or on `None` when there is no `t`.
+fn with_optional_f32_slice<R>(
+    t: Option<&Tensor>,
+    f: impl FnOnce(Option<&[f32]>) -> R,
+) -> candle_core::Result<R> {
+    match t {
+        Some(t) => with_f32_slice(t, |values| f(Some(values))),
+        None => Ok(f(None)),
     }
 }
 
@@ -433,7 +668,7 @@ mod tests {
     /// Candle's own convolution with the bias and activation applied by candle ops.
     fn candle_reference(conv: &Conv2d, xs: &Tensor) -> Tensor {
         let (h, w) = (xs.dim(2).unwrap(), xs.dim(3).unwrap());
-        conv.forward_candle(xs, conv.padding(h, w)).unwrap()
+        conv.forward_candle(xs, conv.padding(h, w), None).unwrap()
     }
 
     /// `err / max(1, max |want|)`: the error relative to the output's scale.
@@ -470,6 +705,8 @@ mod tests {
             (1, 5, 5, 5, 11, 6, 5, 2),
             (1, 2, 2, 2, 1, 1, 3, 1),
             (3, 8, 8, 8, 13, 13, 7, 1),
+            (1, 4, 4, 4, 5, 93, 3, 1),
+            (1, 3, 3, 3, 6, 190, 5, 2),
         ];
         let activations = |c: usize| {
             [
@@ -511,6 +748,122 @@ mod tests {
                 assert!(err < 1e-5, "{spec:?} on {:?}: {err}", xs.dims());
             }
         }
+    }
+
+    #[test]
+    fn residuals_match_candle_ops() {
+        let dev = Device::Cpu;
+        // (batch, in, out, groups, size, kernel, stride, residual channels)
+        let shapes = [
+            (1, 6, 10, 1, 9, 1, 1, 6),
+            (2, 5, 7, 1, 8, 3, 2, 7),
+            (1, 4, 4, 4, 7, 3, 1, 4),
+            (2, 6, 6, 6, 10, 5, 2, 3),
+            (1, 6, 8, 2, 6, 3, 1, 8),
+        ];
+        for (i, (n, cin, cout, groups, size, k, stride, rc)) in shapes.into_iter().enumerate() {
+            let xs = Tensor::randn(0f32, 1., (n, cin, size, size), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (cout, cin / groups, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., cout, &dev).unwrap();
+            let spec = Conv2dSpec {
+                groups,
+                ..Conv2dSpec::new(cin, cout, k, stride).with_padding(Padding::Same)
+            };
+            let activation = if i % 2 == 0 {
+                Activation::Relu
+            } else {
+                Activation::PRelu(Tensor::randn(0f32, 1., cout, &dev).unwrap())
+            };
+            let conv = Conv2d::from_tensors(wt, Some(bias), spec, activation).unwrap();
+            let out = size.div_ceil(stride);
+            let r = Tensor::randn(0f32, 1., (n, rc, out, out), &dev).unwrap();
+            for residual in [
+                Residual::BeforeActivation(&r),
+                Residual::AfterActivation(&r),
+            ] {
+                let got = conv.forward_add(&xs, residual).unwrap();
+                let want = conv
+                    .forward_candle(&xs, conv.padding(size, size), Some(residual))
+                    .unwrap();
+                let err = relative_error(&got, &want);
+                assert!(err < 1e-5, "{spec:?} {residual:?}: {err}");
+            }
+            let wrong = Tensor::zeros((n, cout + 1, out, out), DType::F32, &dev).unwrap();
+            assert!(conv
+                .forward_add(&xs, Residual::BeforeActivation(&wrong))
+                .is_err());
+            let wrong = Tensor::zeros((n, rc, out + 1, out), DType::F32, &dev).unwrap();
+            assert!(conv
+                .forward_add(&xs, Residual::AfterActivation(&wrong))
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn dense_layers_match_candle() {
+        let dev = Device::Cpu;
+        for (shape, inputs, outputs, bias) in [
+            (vec![1, 7], 7, 3, true),
+            (vec![4, 5, 16], 16, 9, false),
+            (vec![2, 3, 64], 64, 130, true),
+        ] {
+            let xs = Tensor::randn(0f32, 1., shape.as_slice(), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (outputs, inputs), &dev).unwrap();
+            let b = bias.then(|| Tensor::randn(0f32, 1., outputs, &dev).unwrap());
+            let ours = Linear::new(w.clone(), b.clone()).unwrap();
+            let theirs = candle_nn::Linear::new(w, b);
+            let err = relative_error(&ours.forward(&xs).unwrap(), &theirs.forward(&xs).unwrap());
+            assert!(err < 1e-5, "{shape:?} -> {outputs}: {err}");
+            let transposed = xs.transpose(0, 1).unwrap();
+            if transposed.dims().last() == Some(&inputs) {
+                let want = theirs.forward(&transposed.contiguous().unwrap()).unwrap();
+                let err = relative_error(&ours.forward(&transposed).unwrap(), &want);
+                assert!(err < 1e-5, "transposed {shape:?}: {err}");
+            }
+        }
+        let ours = Linear::new(Tensor::zeros((3, 4), DType::F32, &dev).unwrap(), None).unwrap();
+        assert!(ours
+            .forward(&Tensor::zeros((2, 5), DType::F32, &dev).unwrap())
+            .is_err());
+        let bad_bias = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        let weight = Tensor::zeros((3, 4), DType::F32, &dev).unwrap();
+        assert!(Linear::new(weight, Some(bad_bias)).is_err());
+    }
+
+    #[test]
+    fn pooling_matches_candle() {
+        let dev = Device::Cpu;
+        for (n, c, h, w, k, stride) in [
+            (1, 3, 8, 8, 2, 2),
+            (2, 4, 9, 7, 2, 2),
+            (1, 2, 11, 13, 3, 2),
+            (2, 3, 6, 6, 3, 1),
+        ] {
+            let xs = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
+            let max = Pool2d::max(k, stride).forward(&xs).unwrap();
+            let want = xs.max_pool2d_with_stride(k, stride).unwrap();
+            assert_eq!(max_abs_diff(&max, &want), 0.);
+            let avg = Pool2d::average(k, stride).forward(&xs).unwrap();
+            let want = xs.avg_pool2d_with_stride(k, stride).unwrap();
+            assert!(max_abs_diff(&avg, &want) < 1e-6);
+        }
+        let tiny = Tensor::zeros((1, 1, 1, 1), DType::F32, &dev).unwrap();
+        assert!(Pool2d::max(2, 2).forward(&tiny).is_err());
+    }
+
+    #[test]
+    fn same_pooling_ignores_the_padding() {
+        let xs = Tensor::new(&[[-1f32, -2.], [-3., -4.]], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 2, 2))
+            .unwrap();
+        let values = |kind: Pool2d| -> Vec<f32> {
+            let p = kind.with_padding(Padding::Same).forward(&xs).unwrap();
+            assert_eq!(p.dims(), &[1, 1, 1, 1]);
+            p.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(values(Pool2d::max(3, 2)), vec![-1.0]);
+        assert_eq!(values(Pool2d::average(3, 2)), vec![-2.5]);
     }
 
     #[test]
