@@ -22,10 +22,10 @@
 //! reproduces it.
 
 use candle_core::{Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use facecore::chip::{extract_chip, DlibPoints5};
 use facecore::image::{image_to_tensor, ChannelOrder, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Linear, Pool2d};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 
@@ -185,8 +185,8 @@ fn conv_affine(
 
 /// A dense layer stored as ONNX `Gemm` with `transB = 0`: `weights` `[in, out]`, `bias` `[out]`.
 fn dense(vb: VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Linear> {
-    let weight = vb.get((inputs, outputs), "weights")?.t()?.contiguous()?;
-    Ok(Linear::new(weight, Some(vb.get(outputs, "bias")?)))
+    let weight = vb.get((inputs, outputs), "weights")?.t()?;
+    Linear::new(weight, Some(vb.get(outputs, "bias")?))
 }
 
 /// dlib's `add_prev`: the sum of two NCHW tensors after zero-padding each at the end of its
@@ -247,7 +247,7 @@ impl Module for Residual {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let branch = xs.apply(&self.first)?.apply(&self.second)?;
         let shortcut = if self.downsample {
-            xs.avg_pool2d(2)?
+            xs.apply(&Pool2d::average(2, 2))?
         } else {
             xs.clone()
         };
@@ -287,7 +287,7 @@ impl AgeNet {
 
 impl Module for AgeNet {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let mut xs = xs.apply(&self.stem)?.max_pool2d_with_stride(3, 2)?;
+        let mut xs = xs.apply(&self.stem)?.apply(&Pool2d::max(3, 2))?;
         for block in &self.blocks {
             xs = xs.apply(block)?;
         }
@@ -340,8 +340,8 @@ impl GenderNet {
 impl Module for GenderNet {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let [c1, c2, c3, c4] = &self.convs;
-        let xs = xs.apply(c1)?.apply(c2)?.avg_pool2d(2)?;
-        let xs = xs.apply(c3)?.apply(c4)?.avg_pool2d(2)?;
+        let xs = xs.apply(c1)?.apply(c2)?.apply(&Pool2d::average(2, 2))?;
+        let xs = xs.apply(c3)?.apply(c4)?.apply(&Pool2d::average(2, 2))?;
         let xs = xs.affine(self.dropout1, 0.0)?.flatten_from(1)?;
         let xs = xs.apply(&self.fc1)?.relu()?.affine(self.dropout2, 0.0)?;
         candle_nn::ops::softmax_last_dim(&xs.apply(&self.fc2)?)

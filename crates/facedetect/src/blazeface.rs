@@ -49,7 +49,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use facecore::geometry::{BBox, Point};
 use facecore::image::{image_to_tensor, InputTransform, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 
@@ -357,12 +357,12 @@ fn depthwise(vb: &VarBuilder, name: &str, c: usize, stride: usize) -> candle_cor
 }
 
 /// A residual BlazeBlock: its convolutions, then `relu(convs(x) + shortcut(x))` with the
-/// shortcut max-pooled 2x2 when the block strides and zero-padded to the output channels.
+/// shortcut max-pooled 2x2 when the block strides and zero-padded to the output channels (the
+/// last convolution fuses the addition and the ReLU).
 #[derive(Debug, Clone)]
 struct Block {
     convs: Vec<Conv2d>,
     stride: usize,
-    extra_channels: usize,
 }
 
 impl Block {
@@ -375,11 +375,10 @@ impl Block {
         stride: usize,
     ) -> candle_core::Result<Self> {
         let dw = depthwise(vb, &n.depthwise(), cin, stride)?;
-        let pw = pointwise(vb, &n.conv(), cin, cout, Activation::Identity)?;
+        let pw = pointwise(vb, &n.conv(), cin, cout, Activation::Relu)?;
         Ok(Self {
             convs: vec![dw, pw],
             stride,
-            extra_channels: cout - cin,
         })
     }
 
@@ -396,30 +395,26 @@ impl Block {
         let dw1 = depthwise(vb, &n.depthwise(), cin, stride)?;
         let pw1 = pointwise(vb, &n.conv(), cin, mid, Activation::Relu)?;
         let dw2 = depthwise(vb, &n.depthwise(), mid, 1)?;
-        let pw2 = pointwise(vb, &n.conv(), mid, cout, Activation::Identity)?;
+        let pw2 = pointwise(vb, &n.conv(), mid, cout, Activation::Relu)?;
         Ok(Self {
             convs: vec![dw1, pw1, dw2, pw2],
             stride,
-            extra_channels: cout - cin,
         })
     }
 }
 
 impl Module for Block {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = self
-            .convs
-            .iter()
-            .try_fold(xs.clone(), |h, c| c.forward(&h))?;
-        let mut shortcut = if self.stride == 2 {
-            xs.max_pool2d(2)?
+        let Some((last, first)) = self.convs.split_last() else {
+            return Ok(xs.clone());
+        };
+        let ys = first.iter().try_fold(xs.clone(), |h, c| c.forward(&h))?;
+        let shortcut = if self.stride == 2 {
+            Pool2d::max(2, 2).forward(xs)?
         } else {
             xs.clone()
         };
-        if self.extra_channels > 0 {
-            shortcut = shortcut.pad_with_zeros(1, 0, self.extra_channels)?;
-        }
-        (ys + shortcut)?.relu()
+        last.forward_add(&ys, Residual::BeforeActivation(&shortcut))
     }
 }
 
@@ -681,7 +676,9 @@ impl BlazeFace {
                 for (level, skip) in pyramid.iter().zip([&f12, &f24, &f48]) {
                     let (_, _, h, w) = skip.dims4()?;
                     let top = level.top.forward(&x)?.upsample_bilinear2d(h, w, false)?;
-                    x = (level.lateral.forward(skip)? + top)?;
+                    x = level
+                        .lateral
+                        .forward_add(skip, Residual::AfterActivation(&top))?;
                     x = run(&level.blocks, &x)?;
                 }
                 head.forward(&x)

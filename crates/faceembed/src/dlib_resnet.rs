@@ -44,10 +44,10 @@
 //! input means.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use facecore::chip::{extract_chip, DlibPoints5};
 use facecore::image::{image_to_tensor, ChannelOrder, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Linear, Padding, Pool2d};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 
@@ -215,7 +215,7 @@ impl Module for Residual {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = xs.apply(&self.conv1)?.apply(&self.conv2)?;
         let shortcut = if self.down {
-            xs.avg_pool2d(2)?
+            xs.apply(&Pool2d::average(2, 2))?
         } else {
             xs.clone()
         };
@@ -270,7 +270,7 @@ impl DlibResNet {
             vb.pp(format!("layer{FC_LAYER}"))
                 .get((DESCRIPTOR_DIM, 256), "weight")?,
             None,
-        );
+        )?;
         Ok(Self {
             stem,
             blocks,
@@ -287,7 +287,7 @@ impl DlibResNet {
 
     /// The network on a normalised `N x 3 x 150 x 150` batch: `N x 128` raw descriptors.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.apply(&self.stem)?.max_pool2d_with_stride(3, 2)?;
+        let mut xs = xs.apply(&self.stem)?.apply(&Pool2d::max(3, 2))?;
         for block in &self.blocks {
             xs = xs.apply(block)?;
         }

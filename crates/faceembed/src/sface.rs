@@ -40,10 +40,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use candle_nn::{BatchNorm, VarBuilder};
 use facecore::geometry::{Affine2, Keypoints5, Point};
 use facecore::image::{image_to_tensor, warp_affine, ChannelOrder, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Linear};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
@@ -346,11 +346,13 @@ impl SFaceNet {
             conv_1,
             blocks,
             bn1: candle_nn::batch_norm(channels, HEAD_BN_EPS, bn.pp("bn1"))?,
-            pre_fc1: candle_nn::linear(
-                channels * cells,
-                EMBEDDING_DIM,
-                onnx_names(&vb).pp("pre_fc1"),
-            )?,
+            pre_fc1: {
+                let fc = onnx_names(&vb).pp("pre_fc1");
+                Linear::new(
+                    fc.get((EMBEDDING_DIM, channels * cells), "weight")?,
+                    Some(fc.get(EMBEDDING_DIM, "bias")?),
+                )?
+            },
             fc1: candle_nn::batch_norm(EMBEDDING_DIM, HEAD_BN_EPS, bn.pp("fc1"))?,
         })
     }

@@ -35,8 +35,9 @@
 //! `.tflite` dequantizes the same fp16 values and computes in f32).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 use facecore::geometry::Point3;
+use facecore::layers::Linear;
 use facecore::weights::{WeightFile, WeightsSource};
 
 use crate::{Error, Result};
@@ -191,7 +192,7 @@ fn dense(
 ) -> candle_core::Result<Linear> {
     let weight = vb.get((outputs, inputs), &format!("{SCOPE}/{layer}/Conv2D"))?;
     let bias = vb.get(outputs, &format!("{SCOPE}/{layer}/BiasAdd/ReadVariableOp"))?;
-    Ok(Linear::new(weight, Some(bias)))
+    Linear::new(weight, Some(bias))
 }
 
 /// A scale-only layer norm over the channels, `<block>/<name>/batchnorm/mul/ReadVariableOp`.

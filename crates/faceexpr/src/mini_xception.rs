@@ -25,7 +25,7 @@ use candle_core::{Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use facecore::geometry::BBox;
 use facecore::image::{image_to_tensor, Normalization, Resize};
-use facecore::layers::{same_padding, Activation, Conv2d, Conv2dSpec, Padding};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::{Rgb, RgbImage};
 
@@ -94,25 +94,6 @@ fn separable(
     Ok([depthwise, pointwise])
 }
 
-/// `SAME` max pooling (TensorFlow's: the padding never wins the maximum).
-fn max_pool_same(xs: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = xs.dims4()?;
-    let (top, bottom) = same_padding(h, kernel, stride);
-    let (left, right) = same_padding(w, kernel, stride);
-    let fill = |rows: usize, cols: usize| {
-        Tensor::full(f32::NEG_INFINITY, (n, c, rows, cols), xs.device())?.to_dtype(xs.dtype())
-    };
-    let mut xs = xs.clone();
-    if top + bottom > 0 {
-        xs = Tensor::cat(&[fill(top, w)?, xs, fill(bottom, w)?], 2)?;
-    }
-    if left + right > 0 {
-        let rows = xs.dim(2)?;
-        xs = Tensor::cat(&[fill(rows, left)?, xs, fill(rows, right)?], 3)?;
-    }
-    xs.max_pool2d_with_stride(kernel, stride)
-}
-
 /// One residual module: two separable convolutions and a 3x3/2 max pool, plus a 1x1/2
 /// convolution shortcut.
 #[derive(Debug, Clone)]
@@ -145,7 +126,11 @@ impl Module for Module2 {
         let [d1, p1] = &self.first;
         let [d2, p2] = &self.second;
         let branch = xs.apply(d1)?.apply(p1)?.apply(d2)?.apply(p2)?;
-        max_pool_same(&branch, 3, 2)? + xs.apply(&self.shortcut)?
+        let pooled = Pool2d::max(3, 2)
+            .with_padding(Padding::Same)
+            .forward(&branch)?;
+        self.shortcut
+            .forward_add(xs, Residual::AfterActivation(&pooled))
     }
 }
 
@@ -325,20 +310,6 @@ mod tests {
         assert_eq!(
             square_region(&BBox::new(200., 0., 210., 10.), 100, 100),
             None
-        );
-    }
-
-    #[test]
-    fn same_max_pool_ignores_padding() {
-        let xs = Tensor::new(&[[-1f32, -2.], [-3., -4.]], &Device::Cpu)
-            .unwrap()
-            .reshape((1, 1, 2, 2))
-            .unwrap();
-        let p = max_pool_same(&xs, 3, 2).unwrap();
-        assert_eq!(p.dims(), &[1, 1, 1, 1]);
-        assert_eq!(
-            p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![-1.0]
         );
     }
 }

@@ -55,7 +55,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use facecore::geometry::{Affine2, BBox, Keypoints5, Point, Point3};
 use facecore::image::warp_affine;
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::{Rgb, RgbImage};
 
@@ -400,10 +400,9 @@ fn conv(
 struct Block {
     expand: Conv2d,
     depthwise: Conv2d,
+    /// The projection, with the addition of the shortcut and the block's PReLU fused.
     project: Conv2d,
-    activation: Activation,
     downsample: bool,
-    extra_channels: usize,
 }
 
 impl Block {
@@ -425,33 +424,27 @@ impl Block {
         let dw_spec = Conv2dSpec::depthwise(mid, 3, 1).with_padding(Padding::Same);
         let depthwise = conv(vb, &n.depthwise(), dw_spec, false, Activation::Identity)?;
         let project_spec = Conv2dSpec::new(mid, cout, 1, 1);
-        let project = conv(vb, &n.conv(), project_spec, true, Activation::Identity)?;
+        let project_name = n.conv();
+        let project = conv(vb, &project_name, project_spec, true, n.prelu(vb, cout)?)?;
         Ok(Self {
             expand,
             depthwise,
             project,
-            activation: n.prelu(vb, cout)?,
             downsample,
-            extra_channels: cout - cin,
         })
     }
 }
 
 impl Module for Block {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = xs
-            .apply(&self.expand)?
-            .apply(&self.depthwise)?
-            .apply(&self.project)?;
-        let mut shortcut = if self.downsample {
-            xs.max_pool2d(2)?
+        let ys = xs.apply(&self.expand)?.apply(&self.depthwise)?;
+        let shortcut = if self.downsample {
+            Pool2d::max(2, 2).forward(xs)?
         } else {
             xs.clone()
         };
-        if self.extra_channels > 0 {
-            shortcut = shortcut.pad_with_zeros(1, 0, self.extra_channels)?;
-        }
-        self.activation.apply(&(ys + shortcut)?)
+        self.project
+            .forward_add(&ys, Residual::BeforeActivation(&shortcut))
     }
 }
 
