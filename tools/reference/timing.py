@@ -291,12 +291,17 @@ def worker(threads: int, reps: int, only: set[str]) -> None:
                               "batch": batch, "ms": ms, "gflops": gflops}), flush=True)
 
 
-def ours(name: str, threads: int, batch: int) -> float | None:
-    """Criterion's median for our model, in ms, if `cargo bench --bench models` has run."""
-    path = ROOT / "target" / "criterion" / name / f"{threads}t" / f"b{batch}" / "new" / "estimates.json"
+def criterion_ms(*bench: str) -> float | None:
+    """Criterion's median in ms for the benchmark `target/criterion/<bench...>`, if it has run."""
+    path = ROOT.joinpath("target", "criterion", *bench, "new", "estimates.json")
     if not path.exists():
         return None
     return json.loads(path.read_text())["median"]["point_estimate"] / 1e6
+
+
+def ours(name: str, threads: int, batch: int) -> float | None:
+    """Criterion's median for our model, in ms, if `cargo bench --bench models` has run."""
+    return criterion_ms(name, f"{threads}t", f"b{batch}")
 
 
 def main() -> int:
