@@ -218,15 +218,16 @@ fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
         });
 }
 
-/// `dst (m x n, row-major) = dst + lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`,
-/// on the current pool's threads. Panics (never reads or writes out of bounds) when a slice is
-/// too short for its matrix.
-fn gemm_accumulate(
+/// `dst (m x n, row-major) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`, plus
+/// `dst`'s own values when `accumulate`, on the current pool's threads. Panics (never reads or
+/// writes out of bounds) when a slice is too short for its matrix.
+fn matmul(
     dst: &mut [f32],
     lhs: &[f32],
     rhs: &[f32],
     (m, n, k): (usize, usize, usize),
     rhs_rs: usize,
+    accumulate: bool,
 ) {
     assert!(dst.len() >= m * n, "gemm: destination too short");
     assert!(lhs.len() >= m * k, "gemm: left matrix too short");
@@ -239,8 +240,8 @@ fn gemm_accumulate(
     }
     // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
     // the highest index being m * k - 1 < lhs.len(); reads `rhs[l * rhs_rs + j]` for l < k,
-    // j < n, the highest being (k - 1) * rhs_rs + n - 1 < rhs.len(); and reads and writes
-    // `dst[i * n + j]`, the highest being m * n - 1 < dst.len() (all asserted above). `dst` is
+    // j < n, the highest being (k - 1) * rhs_rs + n - 1 < rhs.len(); and writes (and, when
+    // accumulating, reads) `dst[i * n + j]`, the highest being m * n - 1 < dst.len() (all asserted above). `dst` is
     // borrowed mutably, so it aliases neither input, and the call returns only once every
     // thread it started is done, so no access outlives these borrows. The strides fit `isize`
     // because each is at most a slice length.
@@ -252,7 +253,7 @@ fn gemm_accumulate(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            accumulate,
             lhs.as_ptr(),
             1,
             k as isize,
@@ -290,18 +291,9 @@ pub(crate) fn conv2d(
             r.after_activation,
         ))
     };
-    // The output starts as the bias, plus the residual when it comes before the activation:
-    // each value written once, where zeroing and then filling would write it twice.
-    let mut out = Vec::with_capacity(g.batch * out_channels * p);
-    for image in 0..g.batch {
-        for c in 0..out_channels {
-            let b = bias.get(c).copied().unwrap_or(0.);
-            match rows(image, c) {
-                Some((r, false)) => out.extend(r.iter().map(|v| b + v)),
-                _ => out.extend(std::iter::repeat_n(b, p)),
-            }
-        }
-    }
+    // `gemm` overwrites the output; the bias, the residual and the activation follow in one
+    // pass over each row.
+    let mut out = vec![0f32; g.batch * out_channels * p];
     let col_len = if g.is_pointwise() {
         0
     } else {
@@ -320,20 +312,19 @@ pub(crate) fn conv2d(
                 col
             };
             for group in 0..groups {
-                gemm_accumulate(
+                matmul(
                     &mut dst[group * per_group * p..(group + 1) * per_group * p],
                     &weight[group * per_group * depth..(group + 1) * per_group * depth],
                     &rhs[group * depth * p..(group + 1) * depth * p],
                     (per_group, p, depth),
                     p,
+                    false,
                 );
             }
-            let after = residual.is_some_and(|r| r.after_activation);
-            if *epilogue != Epilogue::Identity || after {
-                dst.par_chunks_mut(p).enumerate().for_each(|(c, row)| {
-                    Vectorized::Finish(epilogue, c, row, rows(image, c)).run()
-                });
-            }
+            dst.par_chunks_mut(p).enumerate().for_each(|(c, row)| {
+                let b = bias.get(c).copied().unwrap_or(0.);
+                Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
+            });
         }
     });
     out
@@ -355,7 +346,14 @@ pub(crate) fn dense(
             out.extend_from_slice(bias);
         }
     }
-    gemm_accumulate(&mut out, input, weight_t, (rows, outputs, inputs), outputs);
+    matmul(
+        &mut out,
+        input,
+        weight_t,
+        (rows, outputs, inputs),
+        outputs,
+        true,
+    );
     out
 }
 
@@ -615,12 +613,14 @@ enum Vectorized<'a> {
     Plane(&'a Plane<'a>, &'a [f32], &'a mut [f32]),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
-    /// An activation on one output row of channel `channel`, then the residual row if it comes
-    /// after the activation.
+    /// One output row of channel `channel` completed: the bias (and the residual row if it
+    /// comes before the activation) added, the activation, then the residual row if it comes
+    /// after.
     Finish(
         &'a Epilogue,
         usize,
         &'a mut [f32],
+        f32,
         Option<(&'a [f32], bool)>,
     ),
 }
@@ -640,7 +640,11 @@ impl pulp::WithSimd for Vectorized<'_> {
         match self {
             Self::Plane(plane, src, dst) => plane.run(src, dst),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
-            Self::Finish(epilogue, channel, row, residual) => {
+            Self::Finish(epilogue, channel, row, bias, residual) => {
+                match residual {
+                    Some((r, false)) => row.iter_mut().zip(r).for_each(|(v, r)| *v += bias + r),
+                    _ => row.iter_mut().for_each(|v| *v += bias),
+                }
                 finish_row(epilogue, channel, row, residual)
             }
         }
@@ -651,7 +655,7 @@ impl pulp::WithSimd for Vectorized<'_> {
 mod tests {
     use super::*;
 
-    /// The bounds-checked twin of `gemm_accumulate`.
+    /// The bounds-checked twin of `matmul` with `accumulate`.
     fn naive(
         dst: &mut [f32],
         lhs: &[f32],
@@ -694,8 +698,18 @@ mod tests {
             let rhs = values((k - 1) * rs + n, 2);
             let mut got = values(m * n, 3);
             let mut want = got.clone();
-            gemm_accumulate(&mut got, &lhs, &rhs, (m, n, k), rs);
+            matmul(&mut got, &lhs, &rhs, (m, n, k), rs, true);
             naive(&mut want, &lhs, &rhs, (m, n, k), rs);
+            let mut overwritten = values(m * n, 4);
+            matmul(&mut overwritten, &lhs, &rhs, (m, n, k), rs, false);
+            let mut fresh = vec![0f32; m * n];
+            naive(&mut fresh, &lhs, &rhs, (m, n, k), rs);
+            for (a, b) in overwritten.iter().zip(&fresh) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1. + b.abs()),
+                    "{m}x{n}x{k} overwritten: {a} vs {b}"
+                );
+            }
             for (a, b) in got.iter().zip(&want) {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1. + b.abs()),
@@ -709,7 +723,7 @@ mod tests {
     #[should_panic(expected = "right matrix too short")]
     fn gemm_rejects_a_short_matrix() {
         let mut dst = vec![0f32; 4];
-        gemm_accumulate(&mut dst, &[1.; 4], &[1.; 3], (2, 2, 2), 2);
+        matmul(&mut dst, &[1.; 4], &[1.; 3], (2, 2, 2), 2, false);
     }
 
     #[test]
