@@ -253,12 +253,9 @@ impl MixerBlock {
 impl Module for MixerBlock {
     /// `N x 97 x 64` to `N x 97 x 64`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        // Contiguous before every dense layer: candle 0.11's CPU matmul of a transposed batch
-        // (N > 1) by `Linear`'s broadcast weight returns wrong values.
         let tokens = xs
             .apply(&self.norm1)?
             .transpose(1, 2)?
-            .contiguous()?
             .apply(&self.token1)?
             .relu()?
             .apply(&self.token2)?
@@ -324,13 +321,10 @@ impl FaceBlendshapes {
         let centred = points.broadcast_sub(&mean)?;
         let spread = centred.sqr()?.sum_keepdim(2)?.sqrt()?.mean_keepdim(1)?;
         let xs = centred.broadcast_div(&spread)?.affine(INPUT_SCALE, 0.)?;
-        // Contiguous before the dense layers, as in `MixerBlock::forward`.
         let xs = xs
             .transpose(1, 2)?
-            .contiguous()?
             .apply(&self.points_to_tokens)?
             .transpose(1, 2)?
-            .contiguous()?
             .apply(&self.token_embedding)?;
         let extra = self.extra_token.broadcast_as((n, 1, CHANNELS))?;
         let mut xs = Tensor::cat(&[&extra, &xs], 1)?;
