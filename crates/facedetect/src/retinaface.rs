@@ -11,7 +11,7 @@ use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 use facecore::geometry::{nms, BBox, Keypoints5, Point};
 use facecore::image::{image_to_tensor, ChannelOrder, InputTransform, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, Residual};
 use facecore::weights::{WeightFile, WeightsSource};
 use facecore::Device;
 use image::RgbImage;
@@ -173,19 +173,23 @@ impl Fpn {
     }
 
     fn forward(&self, inputs: &[Tensor; 3]) -> candle_core::Result<[Tensor; 3]> {
-        let o1 = inputs[0].apply(&self.outputs[0])?;
-        let o2 = inputs[1].apply(&self.outputs[1])?;
-        let o3 = inputs[2].apply(&self.outputs[2])?;
+        // Each level's lateral convolution adds the coarser level, upsampled, after its
+        // activation.
         let up = |small: &Tensor, like: &Tensor| {
             small.upsample_nearest2d(like.dim(D::Minus2)?, like.dim(D::Minus1)?)
         };
-        let o2 = (&o2 + up(&o3, &o2)?)?.apply(&self.merge2)?;
-        let o1 = (&o1 + up(&o2, &o1)?)?.apply(&self.merge1)?;
+        let o3 = inputs[2].apply(&self.outputs[2])?;
+        let o2 = self.outputs[1]
+            .forward_add(&inputs[1], Residual::AfterActivation(&up(&o3, &inputs[1])?))?
+            .apply(&self.merge2)?;
+        let o1 = self.outputs[0]
+            .forward_add(&inputs[0], Residual::AfterActivation(&up(&o2, &inputs[0])?))?
+            .apply(&self.merge1)?;
         Ok([o1, o2, o3])
     }
 }
 
-/// The SSH context module: 3x3, 5x5 (two 3x3) and 7x7 (three 3x3) branches, concatenated.
+/// The SSH context module: 3x3, 5x5 (two 3x3) and 7x7 (three 3x3) branches, concatenated, ReLU.
 #[derive(Debug, Clone)]
 struct Ssh {
     conv3x3: Conv2d,
@@ -200,12 +204,13 @@ impl Ssh {
         let leaky = || Activation::LeakyRelu(0.1);
         let spec = |inp, out| Conv2dSpec::new(inp, out, 3, 1);
         Ok(Self {
-            conv3x3: conv_bn(&vb.pp("conv3X3"), 0, spec(64, 32), Activation::Identity)?,
+            // The ReLU after the concatenation runs in each branch's last convolution.
+            conv3x3: conv_bn(&vb.pp("conv3X3"), 0, spec(64, 32), Activation::Relu)?,
             conv5x5_1: conv_bn(&vb.pp("conv5X5_1"), 0, spec(64, 16), leaky())?,
-            conv5x5_2: conv_bn(&vb.pp("conv5X5_2"), 0, spec(16, 16), Activation::Identity)?,
+            conv5x5_2: conv_bn(&vb.pp("conv5X5_2"), 0, spec(16, 16), Activation::Relu)?,
             conv7x7_2: conv_bn(&vb.pp("conv7X7_2"), 0, spec(16, 16), leaky())?,
             // The checkpoint spells this one with a lower-case x.
-            conv7x7_3: conv_bn(&vb.pp("conv7x7_3"), 0, spec(16, 16), Activation::Identity)?,
+            conv7x7_3: conv_bn(&vb.pp("conv7x7_3"), 0, spec(16, 16), Activation::Relu)?,
         })
     }
 }
@@ -216,7 +221,7 @@ impl Module for Ssh {
         let c5 = xs.apply(&self.conv5x5_1)?;
         let b5 = c5.apply(&self.conv5x5_2)?;
         let b7 = c5.apply(&self.conv7x7_2)?.apply(&self.conv7x7_3)?;
-        Tensor::cat(&[b3, b5, b7], 1)?.relu()
+        Tensor::cat(&[b3, b5, b7], 1)
     }
 }
 
