@@ -86,10 +86,13 @@ pub fn current_threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// `gemm`'s parallelism for a product called from here: the current pool's threads.
-pub(crate) fn gemm_parallelism() -> gemm::Parallelism {
+/// `gemm`'s parallelism for a product of `macs` multiply-adds called from here: the current
+/// pool's threads, or none for a product under 4M multiply-adds, which costs less than waking
+/// the other threads.
+pub(crate) fn gemm_parallelism(macs: usize) -> gemm::Parallelism {
     match current_threads() {
         0 | 1 => gemm::Parallelism::None,
+        _ if macs < 4 << 20 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
     }
 }
@@ -104,12 +107,16 @@ mod tests {
         assert_eq!(pool.threads(), 3);
         assert_eq!(pool.install(current_threads), 3);
         assert!(matches!(
-            pool.install(gemm_parallelism),
+            pool.install(|| gemm_parallelism(1 << 30)),
             gemm::Parallelism::Rayon(3)
         ));
         let one = ThreadPool::new(1).unwrap();
         assert!(matches!(
-            one.install(gemm_parallelism),
+            one.install(|| gemm_parallelism(1 << 30)),
+            gemm::Parallelism::None
+        ));
+        assert!(matches!(
+            pool.install(|| gemm_parallelism(1000)),
             gemm::Parallelism::None
         ));
         assert_eq!(ThreadPool::new(0).unwrap().threads(), current_threads());
