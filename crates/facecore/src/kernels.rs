@@ -485,7 +485,11 @@ impl PaddedPlane {
         let mut values = vec![0f32; s * rows * cols];
         for phase in 0..s {
             let js = g.valid(cols, phase, g.left, g.width);
-            let x0 = (js.start * s + phase).saturating_sub(g.left);
+            if js.is_empty() {
+                continue;
+            }
+            // A valid column: js.start * s + phase - left lies in 0..width.
+            let x0 = js.start * s + phase - g.left;
             let lines = src.chunks_exact(g.width).take(rows.saturating_sub(g.top));
             for (iy, line) in lines.enumerate() {
                 let start = (phase * rows + iy + g.top) * cols;
