@@ -753,6 +753,45 @@ mod tests {
     }
 
     #[test]
+    fn kernels_match_candle_on_every_small_geometry() {
+        let dev = Device::Cpu;
+        for stride in 1..=3 {
+            for k in 1..=4 {
+                for width in 1..=6 {
+                    for pad in 0..=k {
+                        if width + 2 * pad < k {
+                            continue;
+                        }
+                        let xs = Tensor::randn(0f32, 1., (1, 2, 3 + pad, width), &dev).unwrap();
+                        for groups in [1, 2] {
+                            let wt = Tensor::randn(0f32, 1., (2, 2 / groups, k, k), &dev).unwrap();
+                            let spec = Conv2dSpec {
+                                groups,
+                                ..Conv2dSpec::new(2, 2, k, stride)
+                                    .with_padding(Padding::Symmetric(pad))
+                            };
+                            let conv =
+                                Conv2d::from_tensors(wt, None, spec, Activation::Identity).unwrap();
+                            let got = conv.forward(&xs);
+                            if (3 + 2 * pad) < k {
+                                assert!(got.is_err());
+                                continue;
+                            }
+                            let err = relative_error(&got.unwrap(), &candle_reference(&conv, &xs));
+                            assert!(err < 1e-5, "{spec:?} on {:?}: {err}", xs.dims());
+                        }
+                        if pad == 0 && width >= k && 3 >= k {
+                            let got = Pool2d::max(k, stride).forward(&xs).unwrap();
+                            let want = xs.max_pool2d_with_stride(k, stride).unwrap();
+                            assert_eq!(max_abs_diff(&got, &want), 0.);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn residuals_match_candle_ops() {
         let dev = Device::Cpu;
         // (batch, in, out, groups, size, kernel, stride, residual channels)
