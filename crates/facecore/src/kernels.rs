@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::threads::gemm_parallelism;
+use crate::threads::{current_threads, gemm_parallelism, PARALLEL_MACS};
 
 /// The activation applied to each output row, with its per-channel parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,7 +229,8 @@ fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
 }
 
 /// `dst (m x n, row-major) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`, plus
-/// `dst`'s own values when `accumulate`, on the current pool's threads. Panics (never reads or
+/// `dst`'s own values when `accumulate`, on the current pool's threads when `threaded` (else
+/// on the calling thread). Panics (never reads or
 /// writes out of bounds) when a slice is too short for its matrix.
 fn matmul(
     dst: &mut [f32],
@@ -237,7 +238,7 @@ fn matmul(
     rhs: &[f32],
     (m, n, k): (usize, usize, usize),
     rhs_rs: usize,
-    accumulate: bool,
+    (accumulate, threaded): (bool, bool),
 ) {
     assert!(dst.len() >= m * n, "gemm: destination too short");
     assert!(lhs.len() >= m * k, "gemm: left matrix too short");
@@ -275,7 +276,11 @@ fn matmul(
             false,
             false,
             false,
-            gemm_parallelism(m * n * k),
+            if threaded {
+                gemm_parallelism(m * n * k)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }
@@ -309,37 +314,54 @@ pub(crate) fn conv2d(
     } else {
         g.channels * g.kernel * g.kernel * p
     };
-    with_scratch(col_len, |col| {
-        for (image, (src, dst)) in input
-            .chunks_exact(g.channels * g.in_plane())
-            .zip(out.chunks_exact_mut(out_channels * p))
-            .enumerate()
-        {
-            let rhs: &[f32] = if g.is_pointwise() {
-                src
-            } else {
-                im2col(g, src, col);
-                col
-            };
-            for group in 0..groups {
-                matmul(
-                    &mut dst[group * per_group * p..(group + 1) * per_group * p],
-                    &weight[group * per_group * depth..(group + 1) * per_group * depth],
-                    &rhs[group * depth * p..(group + 1) * depth * p],
-                    (per_group, p, depth),
-                    p,
-                    false,
-                );
-            }
-            dst.par_chunks_mut(p)
-                .with_min_len(grain(p))
-                .enumerate()
-                .for_each(|(c, row)| {
-                    let b = bias.get(c).copied().unwrap_or(0.);
-                    Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
-                });
+    // One image: im2col, one `gemm` per group (threaded when `threaded`), then the row pass.
+    let one_image = |image: usize, src: &[f32], dst: &mut [f32], col: &mut [f32], threaded| {
+        let rhs: &[f32] = if g.is_pointwise() {
+            src
+        } else {
+            im2col(g, src, col);
+            col
+        };
+        for group in 0..groups {
+            matmul(
+                &mut dst[group * per_group * p..(group + 1) * per_group * p],
+                &weight[group * per_group * depth..(group + 1) * per_group * depth],
+                &rhs[group * depth * p..(group + 1) * depth * p],
+                (per_group, p, depth),
+                p,
+                (false, threaded),
+            );
         }
-    });
+        dst.par_chunks_mut(p)
+            .with_min_len(grain(p))
+            .enumerate()
+            .for_each(|(c, row)| {
+                let b = bias.get(c).copied().unwrap_or(0.);
+                Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
+            });
+    };
+    let (in_len, out_len) = (g.channels * g.in_plane(), out_channels * p);
+    let macs = g.batch * out_channels * p * depth;
+    if g.batch > 1 && current_threads() > 1 && macs >= PARALLEL_MACS {
+        // A batch splits by image, each image's product on one thread: one parallel region
+        // for the layer instead of one per image.
+        input
+            .par_chunks_exact(in_len)
+            .zip(out.par_chunks_exact_mut(out_len))
+            .enumerate()
+            .for_each(|(image, (src, dst))| {
+                with_scratch(col_len, |col| one_image(image, src, dst, col, false))
+            });
+    } else {
+        with_scratch(col_len, |col| {
+            let images = input
+                .chunks_exact(in_len)
+                .zip(out.chunks_exact_mut(out_len));
+            for (image, (src, dst)) in images.enumerate() {
+                one_image(image, src, dst, col, true);
+            }
+        });
+    }
     out
 }
 
@@ -365,7 +387,7 @@ pub(crate) fn dense(
         weight_t,
         (rows, outputs, inputs),
         outputs,
-        true,
+        (true, true),
     );
     out
 }
@@ -716,10 +738,10 @@ mod tests {
             let rhs = values((k - 1) * rs + n, 2);
             let mut got = values(m * n, 3);
             let mut want = got.clone();
-            matmul(&mut got, &lhs, &rhs, (m, n, k), rs, true);
+            matmul(&mut got, &lhs, &rhs, (m, n, k), rs, (true, true));
             naive(&mut want, &lhs, &rhs, (m, n, k), rs);
             let mut overwritten = values(m * n, 4);
-            matmul(&mut overwritten, &lhs, &rhs, (m, n, k), rs, false);
+            matmul(&mut overwritten, &lhs, &rhs, (m, n, k), rs, (false, false));
             let mut fresh = vec![0f32; m * n];
             naive(&mut fresh, &lhs, &rhs, (m, n, k), rs);
             for (a, b) in overwritten.iter().zip(&fresh) {
@@ -741,7 +763,7 @@ mod tests {
     #[should_panic(expected = "right matrix too short")]
     fn gemm_rejects_a_short_matrix() {
         let mut dst = vec![0f32; 4];
-        matmul(&mut dst, &[1.; 4], &[1.; 3], (2, 2, 2), 2, false);
+        matmul(&mut dst, &[1.; 4], &[1.; 3], (2, 2, 2), 2, (false, true));
     }
 
     #[test]

@@ -86,13 +86,16 @@ pub fn current_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// The multiply-adds below which a product runs on one thread: it costs less than waking the
+/// other threads.
+pub(crate) const PARALLEL_MACS: usize = 4 << 20;
+
 /// `gemm`'s parallelism for a product of `macs` multiply-adds called from here: the current
-/// pool's threads, or none for a product under 4M multiply-adds, which costs less than waking
-/// the other threads.
+/// pool's threads, or none for a product under [`PARALLEL_MACS`].
 pub(crate) fn gemm_parallelism(macs: usize) -> gemm::Parallelism {
     match current_threads() {
         0 | 1 => gemm::Parallelism::None,
-        _ if macs < 4 << 20 => gemm::Parallelism::None,
+        _ if macs < PARALLEL_MACS => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
     }
 }
