@@ -294,18 +294,47 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
     (total / 2, total - total / 2)
 }
 
+impl Padding {
+    /// The padding `(top, bottom, left, right)` of an `h` x `w` input under a `kernel` x `kernel`
+    /// window moved by `stride`.
+    fn amounts(
+        self,
+        (h, w): (usize, usize),
+        kernel: usize,
+        stride: usize,
+    ) -> (usize, usize, usize, usize) {
+        match self {
+            Self::Symmetric(p) => (p, p, p, p),
+            Self::Same => {
+                let (top, bottom) = same_padding(h, kernel, stride);
+                let (left, right) = same_padding(w, kernel, stride);
+                (top, bottom, left, right)
+            }
+        }
+    }
+}
+
+/// The geometry of a `what` (a convolution or a pooling) with a `kernel` x `kernel` window,
+/// `stride` and `pads` on an `[n, c, h, w]` input, or an error saying why it does not fit.
+fn window_geometry(
+    what: &str,
+    (n, c, h, w): (usize, usize, usize, usize),
+    kernel: usize,
+    stride: usize,
+    pads: (usize, usize, usize, usize),
+) -> candle_core::Result<Geometry> {
+    Geometry::new((n, c, h, w), kernel, stride, pads).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "{kernel}x{kernel} {what} with stride {stride} and padding {pads:?} does not fit a {h}x{w} input"
+        ))
+    })
+}
+
 impl Conv2d {
     /// Zero padding `(top, bottom, left, right)` of an `h` x `w` input.
     fn padding(&self, h: usize, w: usize) -> (usize, usize, usize, usize) {
         let s = &self.spec;
-        match s.padding {
-            Padding::Symmetric(p) => (p, p, p, p),
-            Padding::Same => {
-                let (top, bottom) = same_padding(h, s.kernel, s.stride);
-                let (left, right) = same_padding(w, s.kernel, s.stride);
-                (top, bottom, left, right)
-            }
-        }
+        s.padding.amounts((h, w), s.kernel, s.stride)
     }
 
     /// Candle's convolution, for tensors that are not on the CPU.
@@ -355,12 +384,7 @@ impl Conv2d {
             );
         }
         let pads = self.padding(h, w);
-        let g = Geometry::new((n, c, h, w), s.kernel, s.stride, pads).ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "{0}x{0} convolution with stride {1} and padding {pads:?} does not fit a {h}x{w} input",
-                s.kernel, s.stride
-            ))
-        })?;
+        let g = window_geometry("convolution", (n, c, h, w), s.kernel, s.stride, pads)?;
         if let Some(r) = residual {
             let (rn, rc, rh, rw) = r.tensor().dims4()?;
             if rn != n || rc > s.out_channels || (rh, rw) != (g.out_height, g.out_width) {
@@ -536,20 +560,8 @@ impl Pool2d {
 impl Module for Pool2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = xs.dims4()?;
-        let pads = match self.padding {
-            Padding::Symmetric(p) => (p, p, p, p),
-            Padding::Same => {
-                let (top, bottom) = same_padding(h, self.kernel, self.stride);
-                let (left, right) = same_padding(w, self.kernel, self.stride);
-                (top, bottom, left, right)
-            }
-        };
-        let g = Geometry::new((n, c, h, w), self.kernel, self.stride, pads).ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "{0}x{0} pooling with stride {1} and padding {pads:?} does not fit a {h}x{w} input",
-                self.kernel, self.stride
-            ))
-        })?;
+        let pads = self.padding.amounts((h, w), self.kernel, self.stride);
+        let g = window_geometry("pooling", (n, c, h, w), self.kernel, self.stride, pads)?;
         if !xs.device().is_cpu() {
             if pads != (0, 0, 0, 0) {
                 candle_core::bail!("padded pooling runs on the CPU only");
