@@ -1,12 +1,12 @@
 //! CPU convolution kernels on plain `f32` slices in NCHW layout, behind
 //! [`layers::Conv2d`](crate::layers::Conv2d).
 //!
-//! A dense or grouped convolution is an im2col into a scratch matrix (skipped for a pointwise
-//! convolution, whose input already is that matrix) and one `gemm` call per image and group, its
-//! output initialised with the bias; a depthwise convolution is a direct loop over the planes,
-//! row by row, so the inner loops are plain multiply-adds over contiguous rows. The activation
-//! runs on each output row while it is still in cache. Every kernel runs on the current rayon
-//! pool (see [`threads`](crate::threads)).
+//! A dense or grouped convolution is an im2col into a per-thread scratch matrix (skipped for a
+//! pointwise convolution, whose input already is that matrix) and one `gemm` call per image and
+//! group, which overwrites the output; a depthwise convolution copies each plane once into a
+//! zero-padded buffer split by stride phase and keeps a run of outputs in registers across the
+//! window's taps. The bias, the residual and the activation run on each output row while it is
+//! still in cache. Every kernel runs on the current rayon pool (see [`threads`](crate::threads)).
 
 use rayon::prelude::*;
 
@@ -230,8 +230,8 @@ fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
 
 /// `dst (m x n, row-major) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`, plus
 /// `dst`'s own values when `accumulate`, on the current pool's threads when `threaded` (else
-/// on the calling thread). Panics (never reads or
-/// writes out of bounds) when a slice is too short for its matrix.
+/// on the calling thread). Panics (never reads or writes out of bounds) when a slice is too
+/// short for its matrix.
 fn matmul(
     dst: &mut [f32],
     lhs: &[f32],
@@ -252,10 +252,10 @@ fn matmul(
     // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
     // the highest index being m * k - 1 < lhs.len(); reads `rhs[l * rhs_rs + j]` for l < k,
     // j < n, the highest being (k - 1) * rhs_rs + n - 1 < rhs.len(); and writes (and, when
-    // accumulating, reads) `dst[i * n + j]`, the highest being m * n - 1 < dst.len() (all asserted above). `dst` is
-    // borrowed mutably, so it aliases neither input, and the call returns only once every
-    // thread it started is done, so no access outlives these borrows. The strides fit `isize`
-    // because each is at most a slice length.
+    // accumulating, reads) `dst[i * n + j]`, the highest being m * n - 1 < dst.len() (all
+    // asserted above). `dst` is borrowed mutably, so it aliases neither input, and the call
+    // returns only once every thread it started is done, so no access outlives these borrows.
+    // The strides fit `isize` because each is at most a slice length.
     unsafe {
         gemm::gemm(
             m,
@@ -423,9 +423,11 @@ pub(crate) fn depthwise(
     residual: Option<Residual>,
 ) -> Vec<f32> {
     let k = g.kernel;
+    let layout = PaddedLayout::new(g);
     planes(g, input, |plane| {
         let c = plane % g.channels;
         PlaneOp::Convolve {
+            layout: &layout,
             ker: &weight[c * k * k..(c + 1) * k * k],
             bias: bias.get(c).copied().unwrap_or(0.),
             channel: c,
@@ -467,6 +469,7 @@ fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + S
 enum PlaneOp<'a> {
     /// A depthwise convolution with the plane's `k x k` kernel, bias, activation and residual.
     Convolve {
+        layout: &'a PaddedLayout,
         ker: &'a [f32],
         bias: f32,
         channel: usize,
@@ -487,11 +490,11 @@ struct Plane<'a> {
     op: PlaneOp<'a>,
 }
 
-/// The input plane of a depthwise convolution with its zero padding written out, its columns
-/// split by phase (column `x` of the padded plane is column `x / stride` of phase
-/// `x % stride`), so that every tap of a strided window reads a contiguous run.
-struct PaddedPlane {
-    values: Vec<f32>,
+/// The shape of a depthwise convolution's padded input plane (see [`PaddedPlane`]), the same
+/// for every plane of a layer.
+struct PaddedLayout {
+    /// Rows of a phase: every padded row a window reads.
+    rows: usize,
     /// Columns of a phase.
     cols: usize,
     /// Where each tap `(ky, kx)` of the window at output `(0, 0)` reads, row-major.
@@ -499,11 +502,37 @@ struct PaddedPlane {
     stride: usize,
 }
 
-impl PaddedPlane {
-    fn new(g: &Geometry, src: &[f32]) -> Self {
+impl PaddedLayout {
+    fn new(g: &Geometry) -> Self {
         let s = g.stride;
         let rows = (g.out_height - 1) * s + g.kernel;
         let cols = ((g.out_width - 1) * s + g.kernel).div_ceil(s);
+        let taps = (0..g.kernel * g.kernel)
+            .map(|t| {
+                let (ky, kx) = (t / g.kernel, t % g.kernel);
+                ((kx % s) * rows + ky) * cols + kx / s
+            })
+            .collect();
+        Self {
+            rows,
+            cols,
+            taps,
+            stride: s,
+        }
+    }
+}
+
+/// The input plane of a depthwise convolution with its zero padding written out, its columns
+/// split by phase (column `x` of the padded plane is column `x / stride` of phase
+/// `x % stride`), so that every tap of a strided window reads a contiguous run.
+struct PaddedPlane<'a> {
+    values: Vec<f32>,
+    layout: &'a PaddedLayout,
+}
+
+impl<'a> PaddedPlane<'a> {
+    fn new(g: &Geometry, layout: &'a PaddedLayout, src: &[f32]) -> Self {
+        let (s, rows, cols) = (layout.stride, layout.rows, layout.cols);
         let mut values = vec![0f32; s * rows * cols];
         for phase in 0..s {
             let js = g.valid(cols, phase, g.left, g.width);
@@ -524,24 +553,14 @@ impl PaddedPlane {
                 }
             }
         }
-        let taps = (0..g.kernel * g.kernel)
-            .map(|t| {
-                let (ky, kx) = (t / g.kernel, t % g.kernel);
-                ((kx % s) * rows + ky) * cols + kx / s
-            })
-            .collect();
-        Self {
-            values,
-            cols,
-            taps,
-            stride: s,
-        }
+        Self { values, layout }
     }
 
     /// Where tap `t` of the window at output `(oy, x0)` reads its `L` values.
     #[inline(always)]
     fn run<const L: usize>(&self, t: usize, (oy, x0): (usize, usize)) -> &[f32] {
-        let start = self.taps[t] + oy * self.stride * self.cols + x0;
+        let l = self.layout;
+        let start = l.taps[t] + oy * l.stride * l.cols + x0;
         &self.values[start..start + L]
     }
 }
@@ -571,6 +590,7 @@ impl Plane<'_> {
     fn run(&self, src: &[f32], dst: &mut [f32]) {
         match &self.op {
             PlaneOp::Convolve {
+                layout,
                 ker,
                 bias,
                 channel,
@@ -579,7 +599,7 @@ impl Plane<'_> {
             } => {
                 let g = self.g;
                 let ow = g.out_width;
-                let padded = PaddedPlane::new(g, src);
+                let padded = PaddedPlane::new(g, layout, src);
                 let kernel = *ker;
                 for (oy, row) in dst.chunks_mut(ow).enumerate() {
                     let residual =
