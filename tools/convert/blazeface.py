@@ -257,9 +257,7 @@ def convert(extracted_paths: dict, weights_dir: Path) -> list[Path]:
             "input": json.dumps(graph.shapes[graph.inputs[0]]),
         }
         path = st_write.save(tensors, weights_dir / out_name, metadata=meta)
-        n = sum(v.size for v in tensors.values())
-        print(f"blazeface: {path} ({len(tensors)} tensors, {n} parameters, "
-              f"{sorted({str(v.dtype) for v in tensors.values()})})")
+        print(f"blazeface: {path} ({st_write.summary(tensors)})")
         written.append(path)
     return written
 

@@ -128,9 +128,7 @@ def convert(extracted_paths: dict, weights_dir: Path) -> list[Path]:
         "layer_norm_eps": str(LAYER_NORM_EPS),
     }
     path = st_write.save(tensors, weights_dir / OUT_NAME, metadata=meta)
-    n = sum(v.size for v in tensors.values())
-    print(f"blendshapes: {path} ({len(tensors)} tensors, {n} parameters, "
-          f"{sorted({str(v.dtype) for v in tensors.values()})})")
+    print(f"blendshapes: {path} ({st_write.summary(tensors)})")
     return [path]
 
 

@@ -334,8 +334,7 @@ def convert(extracted_paths: dict, weights_dir: Path) -> list[Path]:
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = st_write.save(tensors, weights_dir / OUT_NAME, metadata=meta)
-    n = sum(v.size for v in tensors.values())
-    print(f"dlib_resnet: {path} ({len(tensors)} tensors, {n} parameters), "
+    print(f"dlib_resnet: {path} ({st_write.summary(tensors)}), "
           f"input {settings['input']}, loss {settings['loss']}")
     return [path]
 

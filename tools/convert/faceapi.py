@@ -143,7 +143,6 @@ def convert(extracted_paths: dict, weights_dir: Path) -> list[Path]:
             "input": "[N,112,112,3] RGB, (pixel - [122.782, 117.001, 104.298]) / 255",
         }
         path = st_write.save(tensors, weights_dir / out_name, metadata=meta)
-        n = sum(v.size for v in tensors.values())
-        print(f"faceapi: {path} ({len(tensors)} tensors, {n} parameters)")
+        print(f"faceapi: {path} ({st_write.summary(tensors)})")
         written.append(path)
     return written

@@ -137,9 +137,7 @@ def convert(extracted_paths: dict, weights_dir: Path) -> list[Path]:
         "input": json.dumps(graph.shapes[graph.inputs[0]]),
     }
     path = st_write.save(tensors, weights_dir / OUT_NAME, metadata=meta)
-    n = sum(v.size for v in tensors.values())
-    print(f"facemesh: {path} ({len(tensors)} tensors, {n} parameters, "
-          f"{sorted({str(v.dtype) for v in tensors.values()})})")
+    print(f"facemesh: {path} ({st_write.summary(tensors)})")
     return [path]
 
 

@@ -34,3 +34,9 @@ def save(tensors: dict[str, np.ndarray], path, metadata: dict[str, str] | None =
     tmp.write_bytes(struct.pack("<Q", len(hb)) + hb + data)
     tmp.replace(path)
     return path
+
+
+def summary(tensors: dict[str, np.ndarray]) -> str:
+    """``N tensors, M parameters, [dtypes]``: what a converter prints about a file it wrote."""
+    n = sum(v.size for v in tensors.values())
+    return f"{len(tensors)} tensors, {n} parameters, {sorted({str(v.dtype) for v in tensors.values()})}"
