@@ -7,7 +7,7 @@ use facecore::faceapi::{input_tensor, FaceCrop};
 use facecore::geometry::BBox;
 use facecore::weights::WeightsSource;
 use faceexpr::faceapi_expression::{FaceApiExpression, FACEAPI_LABELS};
-use facetest::{max_abs_diff_slices as max_abs, FaceApiFixture};
+use facetest::FaceApiFixture;
 
 const IMAGES: [&str; 3] = ["astronaut", "grace_hopper", "group"];
 
@@ -45,14 +45,7 @@ fn logits_match_tfjs() {
             .map(|b| FaceCrop::from_box(b, w, h).unwrap())
             .collect();
         let input = input_tensor(&img, &crops, &candle_core::Device::Cpu).unwrap();
-        let got: Vec<f32> = net
-            .forward(&input)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let err = max_abs(&got, &f.f32s("logits"));
+        let err = f.max_abs_diff("logits", &net.forward(&input).unwrap());
         println!("{image}: logits max abs error {err:e}");
         assert!(err < TOLERANCE, "{image}: {err}");
     }

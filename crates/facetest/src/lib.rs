@@ -84,6 +84,16 @@ impl FaceApiFixture {
         t.flatten_all().and_then(|t| t.to_vec1()).unwrap()
     }
 
+    /// The largest absolute difference between `got`, flattened, and the f32 tensor `name`.
+    ///
+    /// # Panics
+    ///
+    /// As [`FaceApiFixture::f32s`], if `got` is not f32, or if the lengths differ.
+    pub fn max_abs_diff(&self, name: &str, got: &Tensor) -> f32 {
+        let got: Vec<f32> = got.flatten_all().and_then(|t| t.to_vec1()).unwrap();
+        max_abs_diff_slices(&got, &self.f32s(name))
+    }
+
     /// The image with each stored face crop pasted where it was cut (black elsewhere).
     ///
     /// # Panics
