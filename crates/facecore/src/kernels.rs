@@ -527,7 +527,10 @@ impl PaddedLayout {
 /// `x % stride`), so that every tap of a strided window reads a contiguous run.
 struct PaddedPlane<'a> {
     values: Vec<f32>,
-    layout: &'a PaddedLayout,
+    /// The layout's columns, stride and tap offsets, held here for the inner loop.
+    cols: usize,
+    stride: usize,
+    taps: &'a [usize],
 }
 
 impl<'a> PaddedPlane<'a> {
@@ -553,14 +556,18 @@ impl<'a> PaddedPlane<'a> {
                 }
             }
         }
-        Self { values, layout }
+        Self {
+            values,
+            cols,
+            stride: s,
+            taps: &layout.taps,
+        }
     }
 
     /// Where tap `t` of the window at output `(oy, x0)` reads its `L` values.
     #[inline(always)]
     fn run<const L: usize>(&self, t: usize, (oy, x0): (usize, usize)) -> &[f32] {
-        let l = self.layout;
-        let start = l.taps[t] + oy * l.stride * l.cols + x0;
+        let start = self.taps[t] + oy * self.stride * self.cols + x0;
         &self.values[start..start + L]
     }
 }
