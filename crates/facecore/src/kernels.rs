@@ -4,9 +4,10 @@
 //! A dense or grouped convolution is an im2col into a per-thread scratch matrix (skipped for a
 //! pointwise convolution, whose input already is that matrix) and one `gemm` call per image and
 //! group, which overwrites the output; a depthwise convolution copies each plane once into a
-//! zero-padded buffer split by stride phase and keeps a run of outputs in registers across the
-//! window's taps. The bias, the residual and the activation run on each output row while it is
-//! still in cache. Every kernel runs on the current rayon pool (see [`threads`](crate::threads)).
+//! reused zero-padded buffer split by stride phase, then computes the whole plane as contiguous
+//! runs of 64 outputs held in registers across the window's taps (fused multiply-adds, the taps
+//! unrolled for kernels up to 7x7). The bias, the residual and the activation run on each output
+//! row while it is still in cache. Every kernel runs on the current rayon pool (see [`threads`](crate::threads)).
 
 use rayon::prelude::*;
 
@@ -67,16 +68,6 @@ impl<'a> Residual<'a> {
     }
 }
 
-/// The first values of output row `row`: the bias, plus the residual when it comes before the
-/// activation.
-#[inline(always)]
-fn start_row(row: &mut [f32], bias: f32, residual: Option<(&[f32], bool)>) {
-    match residual {
-        Some((r, false)) => row.iter_mut().zip(r).for_each(|(v, r)| *v = bias + r),
-        _ => row.fill(bias),
-    }
-}
-
 /// Applies the activation to a finished output row, then adds the residual when it comes after.
 #[inline(always)]
 fn finish_row(
@@ -89,6 +80,24 @@ fn finish_row(
     if let Some((r, true)) = residual {
         row.iter_mut().zip(r).for_each(|(v, r)| *v += r);
     }
+}
+
+/// Completes output row `row` of channel `channel` holding the sum of products: adds the bias
+/// (and the residual row when it comes before the activation), applies the activation, then
+/// adds the residual row when it comes after.
+#[inline(always)]
+fn finish_sum(
+    epilogue: &Epilogue,
+    channel: usize,
+    row: &mut [f32],
+    bias: f32,
+    residual: Option<(&[f32], bool)>,
+) {
+    match residual {
+        Some((r, false)) => row.iter_mut().zip(r).for_each(|(v, r)| *v += bias + r),
+        _ => row.iter_mut().for_each(|v| *v += bias),
+    }
+    finish_row(epilogue, channel, row, residual)
 }
 
 /// `input` (`[N, channels, plane]`) with the activation applied: the planes in parallel.
@@ -413,7 +422,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// A depthwise convolution of `input` (`[N, C, H, W]`) by `weight` (`[C, 1, k, k]`, flattened)
 /// with `bias` (`[C]`, or empty), the activation and the residual: `[N, C, OH, OW]`, the planes
-/// in parallel.
+/// in parallel. `None` for a kernel larger than [`MAX_DEPTHWISE_KERNEL`].
 pub(crate) fn depthwise(
     g: &Geometry,
     input: &[f32],
@@ -421,10 +430,13 @@ pub(crate) fn depthwise(
     bias: &[f32],
     epilogue: &Epilogue,
     residual: Option<Residual>,
-) -> Vec<f32> {
+) -> Option<Vec<f32>> {
     let k = g.kernel;
-    let layout = PaddedLayout::new(g);
-    planes(g, input, |plane| {
+    if k > MAX_DEPTHWISE_KERNEL {
+        return None;
+    }
+    let layout = PhaseLayout::new(g);
+    Some(planes(g, input, |plane| {
         let c = plane % g.channels;
         PlaneOp::Convolve {
             layout: &layout,
@@ -435,7 +447,7 @@ pub(crate) fn depthwise(
             residual: residual
                 .and_then(|r| Some((r.row(plane, g.channels, g.out_plane())?, r.after_activation))),
         }
-    })
+    }))
 }
 
 /// Pooling of `input` (`[N, C, H, W]`) over each `k x k` window: its maximum, or the mean of the
@@ -460,7 +472,13 @@ fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + S
                 xs: &xs,
                 op: op(plane),
             };
-            Vectorized::Plane(&plane, src, dst).run();
+            let scratch = match &plane.op {
+                PlaneOp::Convolve { layout, .. } => layout.scratch(),
+                _ => 0,
+            };
+            with_scratch(scratch, |buf| {
+                Vectorized::Plane(&plane, src, dst, buf).run()
+            });
         });
     out
 }
@@ -469,7 +487,7 @@ fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + S
 enum PlaneOp<'a> {
     /// A depthwise convolution with the plane's `k x k` kernel, bias, activation and residual.
     Convolve {
-        layout: &'a PaddedLayout,
+        layout: &'a PhaseLayout,
         ker: &'a [f32],
         bias: f32,
         channel: usize,
@@ -490,64 +508,74 @@ struct Plane<'a> {
     op: PlaneOp<'a>,
 }
 
-/// The shape of a depthwise convolution's padded input plane (see [`PaddedPlane`]), the same
-/// for every plane of a layer.
-struct PaddedLayout {
-    /// Rows of a phase: every padded row a window reads.
+/// The zero-padded input plane of a depthwise convolution, as every plane of a layer lays it
+/// out: split into `stride x stride` phase planes (padded row `y`, column `x` is row
+/// `y / stride`, column `x / stride` of phase plane `(y % stride, x % stride)`), each `rows x
+/// cols`. Output `(oy, ox)`'s tap `(ky, kx)` then reads index `oy * cols + ox + taps[ky * k +
+/// kx]`, so the outputs of the whole plane, computed with a row pitch of `cols` (the columns
+/// past the output width are computed and dropped), are one contiguous run per tap.
+struct PhaseLayout {
     rows: usize,
-    /// Columns of a phase.
     cols: usize,
-    /// Where each tap `(ky, kx)` of the window at output `(0, 0)` reads, row-major.
+    /// Where each tap reads for output index 0, row-major.
     taps: Vec<usize>,
-    stride: usize,
+    /// Values of the padded buffer: the phase planes and room for the last block's reads.
+    len: usize,
+    /// Outputs computed per plane: `out_height * cols` rounded up to a whole block.
+    outputs: usize,
 }
 
-impl PaddedLayout {
+/// Outputs of a depthwise plane computed together, in registers, across all taps.
+const DEPTHWISE_BLOCK: usize = 64;
+/// The smallest block, for a plane's last outputs.
+const DEPTHWISE_TAIL: usize = 16;
+
+impl PhaseLayout {
     fn new(g: &Geometry) -> Self {
-        let s = g.stride;
-        let rows = (g.out_height - 1) * s + g.kernel;
-        let cols = ((g.out_width - 1) * s + g.kernel).div_ceil(s);
-        let taps = (0..g.kernel * g.kernel)
+        let (s, k) = (g.stride, g.kernel);
+        let rows = g.out_height + (k - 1) / s;
+        let cols = g.out_width + (k - 1) / s;
+        let taps: Vec<usize> = (0..k * k)
             .map(|t| {
-                let (ky, kx) = (t / g.kernel, t % g.kernel);
-                ((kx % s) * rows + ky) * cols + kx / s
+                let (ky, kx) = (t / k, t % k);
+                ((ky % s) * s + kx % s) * rows * cols + (ky / s) * cols + kx / s
             })
             .collect();
+        let outputs = (g.out_height * cols).next_multiple_of(DEPTHWISE_TAIL);
+        let last_read = taps.iter().max().copied().unwrap_or(0) + outputs;
         Self {
             rows,
             cols,
+            len: last_read.max(s * s * rows * cols),
             taps,
-            stride: s,
+            outputs,
         }
     }
-}
 
-/// The input plane of a depthwise convolution with its zero padding written out, its columns
-/// split by phase (column `x` of the padded plane is column `x / stride` of phase
-/// `x % stride`), so that every tap of a strided window reads a contiguous run.
-struct PaddedPlane<'a> {
-    values: Vec<f32>,
-    /// The layout's columns, stride and tap offsets, held here for the inner loop.
-    cols: usize,
-    stride: usize,
-    taps: &'a [usize],
-}
+    /// Values of a plane's scratch buffer: the padded plane and the outputs.
+    fn scratch(&self) -> usize {
+        self.len + self.outputs
+    }
 
-impl<'a> PaddedPlane<'a> {
-    fn new(g: &Geometry, layout: &'a PaddedLayout, src: &[f32]) -> Self {
-        let (s, rows, cols) = (layout.stride, layout.rows, layout.cols);
-        let mut values = vec![0f32; s * rows * cols];
-        for phase in 0..s {
-            let js = g.valid(cols, phase, g.left, g.width);
-            if js.is_empty() {
-                continue;
+    /// Writes plane `src` (`H x W`) into `padded` (`len` values) with its zero padding.
+    #[inline(always)]
+    fn fill(&self, g: &Geometry, src: &[f32], padded: &mut [f32]) {
+        let (s, rows, cols) = (g.stride, self.rows, self.cols);
+        padded.fill(0.);
+        for (iy, line) in src.chunks_exact(g.width).enumerate() {
+            let y = iy + g.top;
+            if y / s >= rows {
+                break;
             }
-            // A valid column: js.start * s + phase - left lies in 0..width.
-            let x0 = js.start * s + phase - g.left;
-            let lines = src.chunks_exact(g.width).take(rows.saturating_sub(g.top));
-            for (iy, line) in lines.enumerate() {
-                let start = (phase * rows + iy + g.top) * cols;
-                let dst = &mut values[start + js.start..start + js.end];
+            for phase in 0..s {
+                let js = g.valid(cols, phase, g.left, g.width);
+                if js.is_empty() {
+                    continue;
+                }
+                // A valid column: js.start * s + phase - left lies in 0..width.
+                let x0 = js.start * s + phase - g.left;
+                let start = ((y % s) * s + phase) * rows * cols + (y / s) * cols;
+                let dst = &mut padded[start + js.start..start + js.end];
                 if s == 1 {
                     dst.copy_from_slice(&line[x0..x0 + dst.len()]);
                 } else {
@@ -556,45 +584,86 @@ impl<'a> PaddedPlane<'a> {
                 }
             }
         }
-        Self {
-            values,
-            cols,
-            stride: s,
-            taps: &layout.taps,
-        }
-    }
-
-    /// Where tap `t` of the window at output `(oy, x0)` reads its `L` values.
-    #[inline(always)]
-    fn run<const L: usize>(&self, t: usize, (oy, x0): (usize, usize)) -> &[f32] {
-        let start = self.taps[t] + oy * self.stride * self.cols + x0;
-        &self.values[start..start + L]
     }
 }
 
-/// Adds the window taps `ker` (row-major) of outputs `x0..x0 + L` of row `oy` to the first `L`
-/// values of `out` (already holding their start values); returns `L`.
+/// What completes each output row of a depthwise plane (see [`finish_sum`]); the residual is
+/// the whole plane's.
+struct Finishing<'a> {
+    epilogue: &'a Epilogue,
+    channel: usize,
+    bias: f32,
+    residual: Option<(&'a [f32], bool)>,
+}
+
+/// One depthwise plane with a `K x K` kernel `ker` (row-major) from `src` into `dst`, its rows
+/// completed by `finish`; `scratch` holds [`PhaseLayout::scratch`] values.
 #[inline(always)]
-fn window_run<const L: usize>(
-    padded: &PaddedPlane,
-    ker: &[f32],
-    at: (usize, usize),
-    out: &mut [f32],
+fn depthwise_plane<const K: usize>(
+    g: &Geometry,
+    layout: &PhaseLayout,
+    (src, ker): (&[f32], &[f32]),
+    (dst, scratch): (&mut [f32], &mut [f32]),
+    finish: Finishing,
+) {
+    let mut taps = [[0usize; K]; K];
+    let mut weights = [[0f32; K]; K];
+    for (t, (&tap, &w)) in layout.taps.iter().zip(ker).enumerate().take(K * K) {
+        taps[t / K][t % K] = tap;
+        weights[t / K][t % K] = w;
+    }
+    let (padded, flat) = scratch.split_at_mut(layout.len);
+    layout.fill(g, src, padded);
+    let mut i = 0;
+    while i < flat.len() {
+        i += match flat.len() - i {
+            DEPTHWISE_BLOCK.. => {
+                depthwise_block::<K, DEPTHWISE_BLOCK>(padded, &taps, &weights, i, flat)
+            }
+            _ => depthwise_block::<K, DEPTHWISE_TAIL>(padded, &taps, &weights, i, flat),
+        };
+    }
+    let ow = g.out_width;
+    let rows = dst.chunks_exact_mut(ow).zip(flat.chunks(layout.cols));
+    for (oy, (row, values)) in rows.enumerate() {
+        row.copy_from_slice(&values[..ow]);
+        let residual = finish
+            .residual
+            .and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
+        finish_sum(finish.epilogue, finish.channel, row, finish.bias, residual);
+    }
+}
+
+/// Outputs `i..i + L` of a depthwise plane (row pitch `cols`) into `flat`; returns `L`.
+#[inline(always)]
+fn depthwise_block<const K: usize, const L: usize>(
+    padded: &[f32],
+    taps: &[[usize; K]; K],
+    weights: &[[f32; K]; K],
+    i: usize,
+    flat: &mut [f32],
 ) -> usize {
     let mut acc = [0f32; L];
-    acc.iter_mut().zip(&*out).for_each(|(a, o)| *a = *o);
-    for (t, &tap) in ker.iter().enumerate() {
-        let run = padded.run::<L>(t, at);
-        acc.iter_mut().zip(run).for_each(|(a, v)| *a += tap * v);
+    for (taps, weights) in taps.iter().zip(weights) {
+        for (&tap, &w) in taps.iter().zip(weights) {
+            let run = &padded[i + tap..i + tap + L];
+            acc.iter_mut()
+                .zip(run)
+                .for_each(|(a, v)| *a = v.mul_add(w, *a));
+        }
     }
-    out.iter_mut().zip(acc).for_each(|(o, a)| *o = a);
+    flat[i..i + L].copy_from_slice(&acc);
     L
 }
 
+/// The largest depthwise kernel facecore's kernel runs (larger ones run on candle's).
+pub(crate) const MAX_DEPTHWISE_KERNEL: usize = 7;
+
 impl Plane<'_> {
-    /// Computes `dst` (`OH x OW`) from `src` (`H x W`).
+    /// Computes `dst` (`OH x OW`) from `src` (`H x W`), a depthwise convolution in `scratch`
+    /// (its layout's [`PhaseLayout::scratch`] values).
     #[inline(always)]
-    fn run(&self, src: &[f32], dst: &mut [f32]) {
+    fn run(&self, src: &[f32], dst: &mut [f32], scratch: &mut [f32]) {
         match &self.op {
             PlaneOp::Convolve {
                 layout,
@@ -605,26 +674,24 @@ impl Plane<'_> {
                 residual,
             } => {
                 let g = self.g;
-                let ow = g.out_width;
-                let padded = PaddedPlane::new(g, layout, src);
-                let kernel = *ker;
-                for (oy, row) in dst.chunks_mut(ow).enumerate() {
-                    let residual =
-                        residual.and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
-                    start_row(row, *bias, residual);
-                    let mut x0 = 0;
-                    while x0 < ow {
-                        let out = &mut row[x0..];
-                        let at = (oy, x0);
-                        x0 += match out.len() {
-                            64.. => window_run::<64>(&padded, kernel, at, out),
-                            16.. => window_run::<16>(&padded, kernel, at, out),
-                            8.. => window_run::<8>(&padded, kernel, at, out),
-                            4.. => window_run::<4>(&padded, kernel, at, out),
-                            _ => window_run::<1>(&padded, kernel, at, out),
-                        };
-                    }
-                    finish_row(epilogue, *channel, row, residual);
+                let finish = Finishing {
+                    epilogue,
+                    channel: *channel,
+                    bias: *bias,
+                    residual: *residual,
+                };
+                let planes = (src, *ker);
+                let out = (dst, scratch);
+                match g.kernel {
+                    1 => depthwise_plane::<1>(g, layout, planes, out, finish),
+                    2 => depthwise_plane::<2>(g, layout, planes, out, finish),
+                    3 => depthwise_plane::<3>(g, layout, planes, out, finish),
+                    4 => depthwise_plane::<4>(g, layout, planes, out, finish),
+                    5 => depthwise_plane::<5>(g, layout, planes, out, finish),
+                    6 => depthwise_plane::<6>(g, layout, planes, out, finish),
+                    7 => depthwise_plane::<7>(g, layout, planes, out, finish),
+                    // `depthwise` and `separable` take no larger kernel.
+                    _ => {}
                 }
             }
             PlaneOp::Max => self.pool(src, dst, true),
@@ -676,8 +743,9 @@ impl Plane<'_> {
 /// run time and calls [`pulp::WithSimd::with_simd`] inside a function built for AVX2 or AVX-512,
 /// into which the whole task is inlined, so its loops vectorise beyond the baseline SSE2.
 enum Vectorized<'a> {
-    /// A depthwise convolution or pooling plane: `(plane, src, dst)`.
-    Plane(&'a Plane<'a>, &'a [f32], &'a mut [f32]),
+    /// A depthwise convolution or pooling plane: `(plane, src, dst, scratch)`, `scratch`
+    /// holding the depthwise layout's [`PhaseLayout::scratch`] values.
+    Plane(&'a Plane<'a>, &'a [f32], &'a mut [f32], &'a mut [f32]),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
     /// One output row of channel `channel` completed: the bias (and the residual row if it
@@ -705,14 +773,10 @@ impl pulp::WithSimd for Vectorized<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         match self {
-            Self::Plane(plane, src, dst) => plane.run(src, dst),
+            Self::Plane(plane, src, dst, scratch) => plane.run(src, dst, scratch),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
             Self::Finish(epilogue, channel, row, bias, residual) => {
-                match residual {
-                    Some((r, false)) => row.iter_mut().zip(r).for_each(|(v, r)| *v += bias + r),
-                    _ => row.iter_mut().for_each(|v| *v += bias),
-                }
-                finish_row(epilogue, channel, row, residual)
+                finish_sum(epilogue, channel, row, bias, residual)
             }
         }
     }

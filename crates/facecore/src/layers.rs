@@ -413,7 +413,7 @@ impl Conv2d {
                         channels: r.tensor().dims()[1],
                         after_activation: r.after_activation(),
                     });
-                    if is_depthwise {
+                    let depthwise = if is_depthwise {
                         kernels::depthwise(
                             &g,
                             input,
@@ -423,6 +423,9 @@ impl Conv2d {
                             residual,
                         )
                     } else {
+                        None
+                    };
+                    depthwise.unwrap_or_else(|| {
                         kernels::conv2d(
                             &g,
                             input,
@@ -432,7 +435,7 @@ impl Conv2d {
                             &self.epilogue,
                             residual,
                         )
-                    }
+                    })
                 })
             })
         })???;
@@ -717,6 +720,9 @@ mod tests {
             (1, 5, 5, 5, 11, 6, 5, 2),
             (1, 2, 2, 2, 1, 1, 3, 1),
             (3, 8, 8, 8, 13, 13, 7, 1),
+            (1, 4, 4, 4, 9, 10, 6, 1),
+            // Larger than the depthwise kernel takes: a grouped convolution.
+            (1, 3, 3, 3, 12, 11, 9, 1),
             (1, 4, 4, 4, 5, 93, 3, 1),
             (1, 3, 3, 3, 6, 190, 5, 2),
             (1, 2, 2, 2, 5, 1, 3, 3),
