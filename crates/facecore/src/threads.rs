@@ -90,16 +90,23 @@ pub fn current_threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// The multiply-adds below which a product runs on one thread: it costs less than waking the
-/// other threads.
+/// The multiply-adds of a layer's batch below which its images are not split across threads:
+/// less work than waking the other threads costs.
 pub(crate) const PARALLEL_MACS: usize = 4 << 20;
 
+/// The multiply-adds below which one product runs on one thread. Higher than
+/// [`PARALLEL_MACS`]: `gemm` starts a parallel region per call and its threads share one
+/// product, so on two cores a threaded product of 4M–16M multiply-adds lost more to waking
+/// and waiting than it gained (batch-1 age, gender and dlib ResNet measured slower at two
+/// threads than at one).
+pub(crate) const GEMM_PARALLEL_MACS: usize = 16 << 20;
+
 /// `gemm`'s parallelism for a product of `macs` multiply-adds called from here: the current
-/// pool's threads, or none for a product under [`PARALLEL_MACS`].
+/// pool's threads, or none for a product under [`GEMM_PARALLEL_MACS`].
 pub(crate) fn gemm_parallelism(macs: usize) -> gemm::Parallelism {
     match current_threads() {
         0 | 1 => gemm::Parallelism::None,
-        _ if macs < PARALLEL_MACS => gemm::Parallelism::None,
+        _ if macs < GEMM_PARALLEL_MACS => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
     }
 }
@@ -123,7 +130,7 @@ mod tests {
             gemm::Parallelism::None
         ));
         assert!(matches!(
-            pool.install(|| gemm_parallelism(1000)),
+            pool.install(|| gemm_parallelism(GEMM_PARALLEL_MACS - 1)),
             gemm::Parallelism::None
         ));
         assert_eq!(ThreadPool::new(0).unwrap().threads(), current_threads());
