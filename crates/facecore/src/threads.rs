@@ -70,7 +70,7 @@ impl ThreadPool {
     /// `work` runs on one of its threads (or on the calling thread when that already is a
     /// worker of some pool, whose threads the kernels then use), so that the kernels' parallel
     /// loops start from inside the pool instead of each handing its work over to the pool
-    /// from outside and waiting (measured: `analyze` 13 % slower that way on two cores).
+    /// from outside and waiting (measured: `analyze` 12–15 % slower that way on two cores).
     pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(work),
