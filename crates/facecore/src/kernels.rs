@@ -7,7 +7,8 @@
 //! reused zero-padded buffer split by stride phase, then computes the whole plane as contiguous
 //! runs of 64 outputs held in registers across the window's taps (fused multiply-adds, the taps
 //! unrolled for kernels up to 7x7). The bias, the residual and the activation run on each output
-//! row while it is still in cache. Every kernel runs on the current rayon pool (see [`threads`](crate::threads)).
+//! row while it is still in cache. Every kernel runs on the current rayon pool (see
+//! [`threads`](crate::threads)).
 
 use rayon::prelude::*;
 
@@ -441,11 +442,14 @@ pub(crate) fn depthwise(
         PlaneOp::Convolve {
             layout: &layout,
             ker: &weight[c * k * k..(c + 1) * k * k],
-            bias: bias.get(c).copied().unwrap_or(0.),
-            channel: c,
-            epilogue,
-            residual: residual
-                .and_then(|r| Some((r.row(plane, g.channels, g.out_plane())?, r.after_activation))),
+            finish: Finishing {
+                epilogue,
+                channel: c,
+                bias: bias.get(c).copied().unwrap_or(0.),
+                residual: residual.and_then(|r| {
+                    Some((r.row(plane, g.channels, g.out_plane())?, r.after_activation))
+                }),
+            },
         }
     }))
 }
@@ -485,14 +489,12 @@ fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + S
 
 /// What a per-plane kernel computes over each window.
 enum PlaneOp<'a> {
-    /// A depthwise convolution with the plane's `k x k` kernel, bias, activation and residual.
+    /// A depthwise convolution with the plane's `k x k` kernel, then its bias, activation and
+    /// residual.
     Convolve {
         layout: &'a PhaseLayout,
         ker: &'a [f32],
-        bias: f32,
-        channel: usize,
-        epilogue: &'a Epilogue,
-        residual: Option<(&'a [f32], bool)>,
+        finish: Finishing<'a>,
     },
     /// The window's maximum.
     Max,
@@ -589,6 +591,7 @@ impl PhaseLayout {
 
 /// What completes each output row of a depthwise plane (see [`finish_sum`]); the residual is
 /// the whole plane's.
+#[derive(Clone, Copy)]
 struct Finishing<'a> {
     epilogue: &'a Epilogue,
     channel: usize,
@@ -656,7 +659,8 @@ fn depthwise_block<const K: usize, const L: usize>(
     L
 }
 
-/// The largest depthwise kernel facecore's kernel runs (larger ones run on candle's).
+/// The largest depthwise kernel the depthwise kernel runs (larger ones take the grouped `gemm`
+/// path of [`conv2d`]).
 pub(crate) const MAX_DEPTHWISE_KERNEL: usize = 7;
 
 impl Plane<'_> {
@@ -668,18 +672,9 @@ impl Plane<'_> {
             PlaneOp::Convolve {
                 layout,
                 ker,
-                bias,
-                channel,
-                epilogue,
-                residual,
+                finish,
             } => {
-                let g = self.g;
-                let finish = Finishing {
-                    epilogue,
-                    channel: *channel,
-                    bias: *bias,
-                    residual: *residual,
-                };
+                let (g, finish) = (self.g, *finish);
                 let planes = (src, *ker);
                 let out = (dst, scratch);
                 match g.kernel {
@@ -690,7 +685,7 @@ impl Plane<'_> {
                     5 => depthwise_plane::<5>(g, layout, planes, out, finish),
                     6 => depthwise_plane::<6>(g, layout, planes, out, finish),
                     7 => depthwise_plane::<7>(g, layout, planes, out, finish),
-                    // `depthwise` and `separable` take no larger kernel.
+                    // `depthwise` takes no larger kernel.
                     _ => {}
                 }
             }
