@@ -10,6 +10,8 @@
 //! row while it is still in cache. Every kernel runs on the current rayon pool (see
 //! [`threads`](crate::threads)).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::threads::{current_threads, gemm_parallelism, PARALLEL_MACS};
@@ -238,19 +240,31 @@ fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
         });
 }
 
+/// Where a product goes.
+enum Dst<'a> {
+    /// Overwritten, never read: its values need not be initialised.
+    Write(&'a mut [MaybeUninit<f32>]),
+    /// The product is added to its values.
+    Add(&'a mut [f32]),
+}
+
 /// `dst (m x n, row-major) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`, plus
-/// `dst`'s own values when `accumulate`, on the current pool's threads when `threaded` (else
-/// on the calling thread). Panics (never reads or writes out of bounds) when a slice is too
-/// short for its matrix.
+/// `dst`'s own values for [`Dst::Add`], on the current pool's threads when `threaded` (else
+/// on the calling thread); every value of `dst`'s first `m * n` is written. Panics (never
+/// reads or writes out of bounds) when a slice is too short for its matrix.
 fn matmul(
-    dst: &mut [f32],
+    dst: Dst,
     lhs: &[f32],
     rhs: &[f32],
     (m, n, k): (usize, usize, usize),
     rhs_rs: usize,
-    (accumulate, threaded): (bool, bool),
+    threaded: bool,
 ) {
-    assert!(dst.len() >= m * n, "gemm: destination too short");
+    let (dst, dst_len, accumulate) = match dst {
+        Dst::Write(d) => (d.as_mut_ptr().cast::<f32>(), d.len(), false),
+        Dst::Add(d) => (d.as_mut_ptr(), d.len(), true),
+    };
+    assert!(dst_len >= m * n, "gemm: destination too short");
     assert!(lhs.len() >= m * k, "gemm: left matrix too short");
     assert!(
         k == 0 || n == 0 || rhs.len() >= (k - 1) * rhs_rs + n,
@@ -262,16 +276,18 @@ fn matmul(
     // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
     // the highest index being m * k - 1 < lhs.len(); reads `rhs[l * rhs_rs + j]` for l < k,
     // j < n, the highest being (k - 1) * rhs_rs + n - 1 < rhs.len(); and writes (and, when
-    // accumulating, reads) `dst[i * n + j]`, the highest being m * n - 1 < dst.len() (all
+    // accumulating, reads) `dst[i * n + j]`, the highest being m * n - 1 < dst_len (all
     // asserted above). `dst` is borrowed mutably, so it aliases neither input, and the call
     // returns only once every thread it started is done, so no access outlives these borrows.
-    // The strides fit `isize` because each is at most a slice length.
+    // Without `accumulate` (`read_dst` false) `gemm` only writes `dst`, so its values may be
+    // uninitialised (`MaybeUninit<f32>` has `f32`'s layout). The strides fit `isize` because
+    // each is at most a slice length.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -308,7 +324,18 @@ pub(crate) fn conv2d(
     residual: Option<Residual>,
 ) -> Vec<f32> {
     let (p, depth) = (g.out_plane(), g.channels / groups * g.kernel * g.kernel);
+    let (in_len, out_len) = (g.channels * g.in_plane(), out_channels * p);
+    assert_eq!(
+        input.len(),
+        g.batch * in_len,
+        "conv2d: input of the wrong size"
+    );
     let per_group = out_channels / groups;
+    assert_eq!(
+        per_group * groups,
+        out_channels,
+        "conv2d: groups must divide the outputs"
+    );
     let rows = |image: usize, c: usize| {
         let r = residual?;
         Some((
@@ -316,64 +343,100 @@ pub(crate) fn conv2d(
             r.after_activation,
         ))
     };
-    // `gemm` overwrites the output; the bias, the residual and the activation follow in one
-    // pass over each row.
-    let mut out = vec![0f32; g.batch * out_channels * p];
     let col_len = if g.is_pointwise() {
         0
     } else {
         g.channels * g.kernel * g.kernel * p
     };
-    // One image: im2col, one `gemm` per group (threaded when `threaded`), then the row pass.
-    let one_image = |image: usize, src: &[f32], dst: &mut [f32], col: &mut [f32], threaded| {
-        let rhs: &[f32] = if g.is_pointwise() {
-            src
-        } else {
-            im2col(g, src, col);
-            col
-        };
-        for group in 0..groups {
-            matmul(
-                &mut dst[group * per_group * p..(group + 1) * per_group * p],
-                &weight[group * per_group * depth..(group + 1) * per_group * depth],
-                &rhs[group * depth * p..(group + 1) * depth * p],
-                (per_group, p, depth),
-                p,
-                (false, threaded),
-            );
-        }
-        dst.par_chunks_mut(p)
-            .with_min_len(grain(p))
-            .enumerate()
-            .for_each(|(c, row)| {
-                let b = bias.get(c).copied().unwrap_or(0.);
-                Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
-            });
-    };
-    let (in_len, out_len) = (g.channels * g.in_plane(), out_channels * p);
-    let macs = g.batch * out_channels * p * depth;
-    if g.batch > 1 && current_threads() > 1 && macs >= PARALLEL_MACS {
-        // A batch splits by image, each image's product on one thread: one parallel region
-        // for the layer instead of one per image.
-        input
-            .par_chunks_exact(in_len)
-            .zip(out.par_chunks_exact_mut(out_len))
-            .enumerate()
-            .for_each(|(image, (src, dst))| {
-                with_scratch(col_len, |col| one_image(image, src, dst, col, false))
-            });
-    } else {
-        with_scratch(col_len, |col| {
-            let images = input
-                .chunks_exact(in_len)
-                .zip(out.chunks_exact_mut(out_len));
-            for (image, (src, dst)) in images.enumerate() {
-                one_image(image, src, dst, col, true);
+    // One image: im2col, one `gemm` per group (threaded when `threaded`) writing the image's
+    // `out_channels * p` outputs, then the bias, the residual and the activation in one pass
+    // over each row.
+    let one_image =
+        |image, src: &[f32], dst: &mut [MaybeUninit<f32>], col: &mut [f32], threaded| {
+            let rhs: &[f32] = if g.is_pointwise() {
+                src
+            } else {
+                im2col(g, src, col);
+                col
+            };
+            for (group, dst) in dst.chunks_exact_mut(per_group * p).enumerate() {
+                matmul(
+                    Dst::Write(dst),
+                    &weight[group * per_group * depth..(group + 1) * per_group * depth],
+                    &rhs[group * depth * p..(group + 1) * depth * p],
+                    (per_group, p, depth),
+                    p,
+                    threaded,
+                );
             }
-        });
-    }
+            // SAFETY: `dst` holds `out_len = out_channels * p` values, which the `groups`
+            // chunks of `per_group * p` tile exactly (`per_group * groups == out_channels`,
+            // asserted above), and `matmul` wrote every value of each chunk.
+            let dst = unsafe { dst.assume_init_mut() };
+            dst.par_chunks_mut(p)
+                .with_min_len(grain(p))
+                .enumerate()
+                .for_each(|(c, row)| {
+                    let b = bias.get(c).copied().unwrap_or(0.);
+                    Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
+                });
+        };
+    let macs = g.batch * out_channels * p * depth;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        if g.batch > 1 && current_threads() > 1 && macs >= PARALLEL_MACS {
+            // A batch splits by image, each image's product on one thread: one parallel region
+            // for the layer instead of one per image.
+            input
+                .par_chunks_exact(in_len)
+                .zip(out.par_chunks_exact_mut(out_len))
+                .enumerate()
+                .for_each(|(image, (src, dst))| {
+                    with_scratch(col_len, |col| one_image(image, src, dst, col, false))
+                });
+        } else {
+            with_scratch(col_len, |col| {
+                let images = input
+                    .chunks_exact(in_len)
+                    .zip(out.chunks_exact_mut(out_len));
+                for (image, (src, dst)) in images.enumerate() {
+                    one_image(image, src, dst, col, true);
+                }
+            });
+        }
+    };
+    // SAFETY: the input holds `g.batch` images of `in_len` values (checked by the layer), so
+    // the `g.batch * out_len` outputs split into exactly `g.batch` chunks of `out_len`, one
+    // per image, and `one_image` writes all of its chunk (see there).
+    unsafe { written(g.batch * out_len, fill) }
+}
+
+/// `len` values, each written by `write` (which gets them uninitialised) before they are
+/// returned: the outputs of a kernel, which need no zeroing since the kernel overwrites them.
+/// In this crate's tests they start as a marked NaN and a value left unwritten panics, so
+/// the kernel tests check every caller's proof below.
+///
+/// # Safety
+/// `write` must write every one of the `len` values it is given.
+unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    let values = &mut out.spare_capacity_mut()[..len];
+    #[cfg(test)]
+    values.fill(MaybeUninit::new(f32::from_bits(UNWRITTEN)));
+    write(values);
+    // SAFETY: the capacity is at least `len`, and the caller's `write` initialised the first
+    // `len` values.
+    unsafe { out.set_len(len) };
+    #[cfg(test)]
+    assert!(
+        out.iter().all(|v| v.to_bits() != UNWRITTEN),
+        "a kernel left an output unwritten"
+    );
     out
 }
+
+/// The NaN that marks an output no kernel wrote, in tests.
+#[cfg(test)]
+const UNWRITTEN: u32 = 0x7fc0_dead;
 
 /// A dense layer: `input` (`rows x inputs`, row-major) times `weight_t` (`inputs x outputs`,
 /// the transposed weight) plus `bias` (`[outputs]`, or empty): `rows x outputs`.
@@ -392,12 +455,12 @@ pub(crate) fn dense(
         }
     }
     matmul(
-        &mut out,
+        Dst::Add(&mut out),
         input,
         weight_t,
         (rows, outputs, inputs),
         outputs,
-        (true, true),
+        true,
     );
     out
 }
@@ -462,29 +525,38 @@ pub(crate) fn pool(g: &Geometry, input: &[f32], max: bool) -> Vec<f32> {
 
 /// Runs one [`PlaneOp`] per plane of `input`, in parallel: `[N, C, OH, OW]`.
 fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; g.batch * g.channels * g.out_plane()];
+    let planes = g.batch * g.channels;
+    assert_eq!(
+        input.len(),
+        planes * g.in_plane(),
+        "planes: input of the wrong size"
+    );
     let xs: Vec<_> = (0..g.kernel)
         .map(|kx| g.valid(g.out_width, kx, g.left, g.width))
         .collect();
-    out.par_chunks_mut(g.out_plane())
-        .zip(input.par_chunks(g.in_plane()))
-        .with_min_len(grain(g.out_plane() * g.kernel * g.kernel))
-        .enumerate()
-        .for_each(|(plane, (dst, src))| {
-            let plane = Plane {
-                g,
-                xs: &xs,
-                op: op(plane),
-            };
-            let scratch = match &plane.op {
-                PlaneOp::Convolve { layout, .. } => layout.scratch(),
-                _ => 0,
-            };
-            with_scratch(scratch, |buf| {
-                Vectorized::Plane(&plane, src, dst, buf).run()
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(g.out_plane())
+            .zip(input.par_chunks(g.in_plane()))
+            .with_min_len(grain(g.out_plane() * g.kernel * g.kernel))
+            .enumerate()
+            .for_each(|(plane, (dst, src))| {
+                let plane = Plane {
+                    g,
+                    xs: &xs,
+                    op: op(plane),
+                };
+                let scratch = match &plane.op {
+                    PlaneOp::Convolve { layout, .. } => layout.scratch(),
+                    _ => g.out_width,
+                };
+                with_scratch(scratch, |buf| {
+                    Vectorized::Plane(&plane, src, dst, buf).run()
+                });
             });
-        });
-    out
+    };
+    // SAFETY: the output's `planes` chunks of `out_plane` values pair with the input's
+    // `planes` planes (asserted above), and `Plane::run` writes all of its chunk (see there).
+    unsafe { written(planes * g.out_plane(), fill) }
 }
 
 /// What a per-plane kernel computes over each window.
@@ -599,14 +671,15 @@ struct Finishing<'a> {
     residual: Option<(&'a [f32], bool)>,
 }
 
-/// One depthwise plane with a `K x K` kernel `ker` (row-major) from `src` into `dst`, its rows
-/// completed by `finish`; `scratch` holds [`PhaseLayout::scratch`] values.
+/// One depthwise plane with a `K x K` kernel `ker` (row-major) from `src` into `dst`, every
+/// row of which it writes, completed by `finish`; `scratch` holds [`PhaseLayout::scratch`]
+/// values.
 #[inline(always)]
 fn depthwise_plane<const K: usize>(
     g: &Geometry,
     layout: &PhaseLayout,
     (src, ker): (&[f32], &[f32]),
-    (dst, scratch): (&mut [f32], &mut [f32]),
+    (dst, scratch): (&mut [MaybeUninit<f32>], &mut [f32]),
     finish: Finishing,
 ) {
     let mut taps = [[0usize; K]; K];
@@ -627,13 +700,20 @@ fn depthwise_plane<const K: usize>(
         };
     }
     let ow = g.out_width;
-    let rows = dst.chunks_exact_mut(ow).zip(flat.chunks(layout.cols));
+    let rows = dst.chunks_exact_mut(ow).zip(flat.chunks_mut(layout.cols));
     for (oy, (row, values)) in rows.enumerate() {
-        row.copy_from_slice(&values[..ow]);
+        let values = &mut values[..ow];
         let residual = finish
             .residual
             .and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
-        finish_sum(finish.epilogue, finish.channel, row, finish.bias, residual);
+        finish_sum(
+            finish.epilogue,
+            finish.channel,
+            values,
+            finish.bias,
+            residual,
+        );
+        row.write_copy_of_slice(values);
     }
 }
 
@@ -667,7 +747,7 @@ impl Plane<'_> {
     /// Computes `dst` (`OH x OW`) from `src` (`H x W`), a depthwise convolution in `scratch`
     /// (its layout's [`PhaseLayout::scratch`] values).
     #[inline(always)]
-    fn run(&self, src: &[f32], dst: &mut [f32], scratch: &mut [f32]) {
+    fn run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], scratch: &mut [f32]) {
         match &self.op {
             PlaneOp::Convolve {
                 layout,
@@ -685,21 +765,24 @@ impl Plane<'_> {
                     5 => depthwise_plane::<5>(g, layout, planes, out, finish),
                     6 => depthwise_plane::<6>(g, layout, planes, out, finish),
                     7 => depthwise_plane::<7>(g, layout, planes, out, finish),
-                    // `depthwise` takes no larger kernel.
-                    _ => {}
+                    // `depthwise` takes no larger kernel; should one come, its plane is still
+                    // written.
+                    _ => out.0.fill(MaybeUninit::new(f32::NAN)),
                 }
             }
-            PlaneOp::Max => self.pool(src, dst, true),
-            PlaneOp::Mean => self.pool(src, dst, false),
+            PlaneOp::Max => self.pool(src, (dst, scratch), true),
+            PlaneOp::Mean => self.pool(src, (dst, scratch), false),
         }
     }
 
-    /// Max (`max`) or mean pooling of `src` into `dst`, row by row.
+    /// Max (`max`) or mean pooling of `src` into `dst`, every row of it, each row computed in
+    /// `scratch` (`OW` values).
     #[inline(always)]
-    fn pool(&self, src: &[f32], dst: &mut [f32], max: bool) {
+    fn pool(&self, src: &[f32], (dst, scratch): (&mut [MaybeUninit<f32>], &mut [f32]), max: bool) {
         let g = self.g;
         let (k, s, ow) = (g.kernel, g.stride, g.out_width);
-        for (oy, row) in dst.chunks_mut(ow).enumerate() {
+        let row = &mut scratch[..ow];
+        for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
             row.fill(if max { f32::NEG_INFINITY } else { 0. });
             for ky in 0..k {
                 let iy = oy * s + ky;
@@ -730,6 +813,7 @@ impl Plane<'_> {
                     *v /= (rows * cols).max(1) as f32;
                 }
             }
+            out.write_copy_of_slice(row);
         }
     }
 }
@@ -740,7 +824,12 @@ impl Plane<'_> {
 enum Vectorized<'a> {
     /// A depthwise convolution or pooling plane: `(plane, src, dst, scratch)`, `scratch`
     /// holding the depthwise layout's [`PhaseLayout::scratch`] values.
-    Plane(&'a Plane<'a>, &'a [f32], &'a mut [f32], &'a mut [f32]),
+    Plane(
+        &'a Plane<'a>,
+        &'a [f32],
+        &'a mut [MaybeUninit<f32>],
+        &'a mut [f32],
+    ),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
     /// One output row of channel `channel` completed: the bias (and the residual row if it
@@ -824,10 +913,14 @@ mod tests {
             let rhs = values((k - 1) * rs + n, 2);
             let mut got = values(m * n, 3);
             let mut want = got.clone();
-            matmul(&mut got, &lhs, &rhs, (m, n, k), rs, (true, true));
+            matmul(Dst::Add(&mut got), &lhs, &rhs, (m, n, k), rs, true);
             naive(&mut want, &lhs, &rhs, (m, n, k), rs);
-            let mut overwritten = values(m * n, 4);
-            matmul(&mut overwritten, &lhs, &rhs, (m, n, k), rs, (false, false));
+            // SAFETY: `matmul` writes all `m * n` values.
+            let overwritten = unsafe {
+                written(m * n, |dst| {
+                    matmul(Dst::Write(dst), &lhs, &rhs, (m, n, k), rs, false)
+                })
+            };
             let mut fresh = vec![0f32; m * n];
             naive(&mut fresh, &lhs, &rhs, (m, n, k), rs);
             for (a, b) in overwritten.iter().zip(&fresh) {
@@ -849,7 +942,7 @@ mod tests {
     #[should_panic(expected = "right matrix too short")]
     fn gemm_rejects_a_short_matrix() {
         let mut dst = vec![0f32; 4];
-        matmul(&mut dst, &[1.; 4], &[1.; 3], (2, 2, 2), 2, (false, true));
+        matmul(Dst::Add(&mut dst), &[1.; 4], &[1.; 3], (2, 2, 2), 2, true);
     }
 
     #[test]
