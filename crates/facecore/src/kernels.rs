@@ -438,13 +438,33 @@ unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
 #[cfg(test)]
 const UNWRITTEN: u32 = 0x7fc0_dead;
 
+/// What follows a dense layer's product and bias: the activation (one without per-channel
+/// parameters), then the residual (of the output's shape) if any.
+pub(crate) struct DenseFinish<'a> {
+    pub epilogue: &'a Epilogue,
+    pub residual: Option<&'a [f32]>,
+}
+
+impl DenseFinish<'_> {
+    /// Applies the activation to `out`, then adds the residual.
+    fn run(&self, out: &mut [f32]) {
+        Vectorized::Activation(self.epilogue, 0, out).run();
+        if let Some(r) = self.residual {
+            assert_eq!(r.len(), out.len(), "dense: residual of the wrong size");
+            out.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+    }
+}
+
 /// A dense layer: `input` (`rows x inputs`, row-major) times `weight_t` (`inputs x outputs`,
-/// the transposed weight) plus `bias` (`[outputs]`, or empty): `rows x outputs`.
+/// the transposed weight) plus `bias` (`[outputs]`, or empty), then `finish`: `rows x
+/// outputs`.
 pub(crate) fn dense(
     input: &[f32],
     weight_t: &[f32],
     bias: &[f32],
     (rows, inputs, outputs): (usize, usize, usize),
+    finish: DenseFinish,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows * outputs);
     for _ in 0..rows {
@@ -462,7 +482,84 @@ pub(crate) fn dense(
         outputs,
         true,
     );
+    finish.run(&mut out);
     out
+}
+
+/// A dense layer over columns: for each of `images` matrices of `input` (`inputs x cols`,
+/// row-major), `weight` (`outputs x inputs`, row-major) times it, plus `bias` (`[outputs]`,
+/// or empty) on each output row, then `finish`: `images x outputs x cols`.
+pub(crate) fn dense_columns(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    (images, inputs, outputs, cols): (usize, usize, usize, usize),
+    finish: DenseFinish,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(images * outputs * cols);
+    for _ in 0..images {
+        for o in 0..outputs {
+            let b = bias.get(o).copied().unwrap_or(0.);
+            out.extend(std::iter::repeat_n(b, cols));
+        }
+    }
+    let (in_len, out_len) = (inputs * cols, outputs * cols);
+    if in_len > 0 && out_len > 0 {
+        for (src, dst) in input
+            .chunks_exact(in_len)
+            .zip(out.chunks_exact_mut(out_len))
+        {
+            matmul(
+                Dst::Add(dst),
+                weight,
+                src,
+                (outputs, cols, inputs),
+                cols,
+                true,
+            );
+        }
+    }
+    finish.run(&mut out);
+    out
+}
+
+/// A layer norm of each row of `input` (rows of `scale.len()` values): `(x - mean) /
+/// sqrt(var + eps) * scale + offset` (`offset` empty for none), the variance taken about the
+/// mean.
+pub(crate) fn layer_norm(input: &[f32], scale: &[f32], offset: &[f32], eps: f32) -> Vec<f32> {
+    let c = scale.len().max(1);
+    let mut out = input.to_vec();
+    out.par_chunks_mut(c)
+        .with_min_len(grain(c))
+        .for_each(|row| Vectorized::LayerNorm(row, scale, offset, eps).run());
+    out
+}
+
+/// The sum of `f(v)` over `values`, in 16 independent lanes so that it vectorises (a plain
+/// `f32` sum is one sequential chain of additions).
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, &v)| *l += f(v));
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// One row of [`layer_norm`], in place.
+#[inline(always)]
+fn layer_norm_row(row: &mut [f32], scale: &[f32], offset: &[f32], eps: f32) {
+    let n = row.len().max(1) as f32;
+    let mean = lane_sum(row, |v| v) / n;
+    row.iter_mut().for_each(|v| *v -= mean);
+    let var = lane_sum(row, |v| v * v) / n;
+    let inv = 1. / (var + eps).sqrt();
+    row.iter_mut().zip(scale).for_each(|(v, s)| *v *= inv * s);
+    if !offset.is_empty() {
+        row.iter_mut().zip(offset).for_each(|(v, o)| *v += o);
+    }
 }
 
 thread_local! {
@@ -832,6 +929,8 @@ enum Vectorized<'a> {
     ),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
+    /// One row of a layer norm: `(row, scale, offset, eps)`.
+    LayerNorm(&'a mut [f32], &'a [f32], &'a [f32], f32),
     /// One output row of channel `channel` completed: the bias (and the residual row if it
     /// comes before the activation) added, the activation, then the residual row if it comes
     /// after.
@@ -859,6 +958,7 @@ impl pulp::WithSimd for Vectorized<'_> {
         match self {
             Self::Plane(plane, src, dst, scratch) => plane.run(src, dst, scratch),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
+            Self::LayerNorm(row, scale, offset, eps) => layer_norm_row(row, scale, offset, eps),
             Self::Finish(epilogue, channel, row, bias, residual) => {
                 finish_sum(epilogue, channel, row, bias, residual)
             }

@@ -447,16 +447,23 @@ impl Conv2d {
     }
 }
 
-/// A dense layer over the last dimension, `y = x W^T + b`, run by facecore's `gemm` on the
-/// CPU (candle's matmul elsewhere).
+/// A dense layer over the last dimension, `y = act(x W^T + b)` (no activation unless
+/// [`with_activation`](Self::with_activation) sets one), run by facecore's `gemm` on the CPU
+/// (candle's matmul elsewhere). It also runs over the second-to-last dimension
+/// ([`forward_columns`](Self::forward_columns), the token mixing of an MLP-Mixer) and with a
+/// residual added ([`forward_add`](Self::forward_add)), without transposes or extra passes.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`, f32.
     weight: Tensor,
     bias: Option<Tensor>,
-    /// The weight transposed (`[in, out]`, row-major) and the bias, as the CPU kernel reads them.
+    activation: Activation,
+    /// The weight (`[out, in]`) and its transpose (`[in, out]`), row-major, the bias and the
+    /// activation, as the CPU kernels read them.
+    weight_values: Vec<f32>,
     weight_t: Vec<f32>,
     bias_values: Vec<f32>,
+    epilogue: Epilogue,
 }
 
 impl Linear {
@@ -476,44 +483,204 @@ impl Linear {
             );
         }
         let weight_t = weight.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let weight_values = weight.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self {
             weight,
             bias,
+            activation: Activation::Identity,
+            weight_values,
             weight_t,
             bias_values,
+            epilogue: Epilogue::Identity,
         })
+    }
+}
+
+impl Linear {
+    /// The same layer followed by `activation`, applied after the bias (and before a
+    /// residual). A [`PRelu`](Activation::PRelu) is an error: its slopes are per channel of
+    /// an image, which a dense layer does not have.
+    pub fn with_activation(self, activation: Activation) -> candle_core::Result<Self> {
+        if matches!(activation, Activation::PRelu(_)) {
+            candle_core::bail!("a dense layer takes no PReLU activation");
+        }
+        let epilogue = activation.epilogue(0)?;
+        Ok(Self {
+            activation,
+            epilogue,
+            ..self
+        })
+    }
+
+    /// `act(x W^T + b) + residual`, `residual` of the output's shape.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        self.run(xs, Some(residual), false)
+    }
+
+    /// The layer applied over `xs`'s second-to-last dimension, with `residual` (of the output's
+    /// shape) added after the activation if given: `[.., in, C]` to `[.., out, C]`, each
+    /// column of `C` values mixed as one input vector. It equals transposing the last two
+    /// dimensions, [`forward`](Module::forward) and transposing back, without either copy.
+    pub fn forward_columns(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        self.run(xs, residual, true)
+    }
+
+    /// The layer over the last dimension, or the second-to-last when `columns`.
+    fn run(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+        columns: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (outputs, inputs) = self.weight.dims2()?;
+        let dims = xs.dims();
+        let axis = dims.len().checked_sub(if columns { 2 } else { 1 });
+        let Some(axis) = axis.filter(|&a| dims[a] == inputs) else {
+            let which = if columns { "second-to-last" } else { "last" };
+            candle_core::bail!(
+                "dense layer expects {inputs} inputs in the {which} dimension, got a {dims:?} tensor"
+            );
+        };
+        let mut out_dims = dims.to_vec();
+        out_dims[axis] = outputs;
+        if let Some(r) = residual {
+            if r.dims() != out_dims.as_slice() {
+                candle_core::bail!(
+                    "dense residual has shape {:?}, expected {out_dims:?}",
+                    r.dims()
+                );
+            }
+        }
+        if !xs.device().is_cpu() {
+            let xs = if columns {
+                xs.transpose(axis, axis + 1)?
+            } else {
+                xs.clone()
+            };
+            let mut ys = xs.broadcast_matmul(&self.weight.t()?)?;
+            if let Some(b) = &self.bias {
+                ys = ys.broadcast_add(b)?;
+            }
+            ys = self.activation.apply_candle(&ys)?;
+            if columns {
+                ys = ys.transpose(axis, axis + 1)?;
+            }
+            return match residual {
+                Some(r) => ys + r,
+                None => Ok(ys),
+            };
+        }
+        let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+        let residual = residual
+            .map(|r| r.to_dtype(DType::F32)?.contiguous())
+            .transpose()?;
+        let cols = if columns { dims[axis + 1] } else { 1 };
+        let images = xs.elem_count() / (inputs * cols).max(1);
+        let out = with_f32_slice(&xs, |input| {
+            let run = |residual: Option<&[f32]>| {
+                let finish = kernels::DenseFinish {
+                    epilogue: &self.epilogue,
+                    residual,
+                };
+                if columns {
+                    kernels::dense_columns(
+                        input,
+                        &self.weight_values,
+                        &self.bias_values,
+                        (images, inputs, outputs, cols),
+                        finish,
+                    )
+                } else {
+                    kernels::dense(
+                        input,
+                        &self.weight_t,
+                        &self.bias_values,
+                        (images, inputs, outputs),
+                        finish,
+                    )
+                }
+            };
+            match &residual {
+                Some(r) => with_f32_slice(r, |r| run(Some(r))),
+                None => Ok(run(None)),
+            }
+        })??;
+        Tensor::from_vec(out, out_dims, xs.device())
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let (outputs, inputs) = self.weight.dims2()?;
-        let dims = xs.dims();
-        if dims.last() != Some(&inputs) {
-            candle_core::bail!("dense layer expects {inputs} inputs, got a {dims:?} tensor");
+        self.run(xs, None, false)
+    }
+}
+
+/// A layer norm over the last dimension, `(x - mean) / sqrt(var + eps) * scale + offset`
+/// (the offset optional), each row in one pass over its values on the CPU (candle's operations
+/// elsewhere).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    scale: Tensor,
+    offset: Option<Tensor>,
+    eps: f32,
+    /// The scale and the offset (empty without one), as the CPU kernel reads them.
+    scale_values: Vec<f32>,
+    offset_values: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// A layer norm from its scale (`[C]`), optional offset (`[C]`) and epsilon.
+    pub fn new(scale: Tensor, offset: Option<Tensor>, eps: f64) -> candle_core::Result<Self> {
+        let scale = scale.to_dtype(DType::F32)?;
+        let scale_values = scale.flatten_all()?.to_vec1::<f32>()?;
+        let offset = offset.map(|o| o.to_dtype(DType::F32)).transpose()?;
+        let offset_values = match &offset {
+            Some(o) => o.flatten_all()?.to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
+        if !offset_values.is_empty() && offset_values.len() != scale_values.len() {
+            candle_core::bail!(
+                "layer norm offset has {} values, its scale {}",
+                offset_values.len(),
+                scale_values.len()
+            );
         }
-        let mut out_dims = dims.to_vec();
-        if let Some(last) = out_dims.last_mut() {
-            *last = outputs;
+        Ok(Self {
+            scale,
+            offset,
+            eps: eps as f32,
+            scale_values,
+            offset_values,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let c = self.scale_values.len();
+        if xs.dims().last() != Some(&c) {
+            candle_core::bail!("layer norm over {c} values got a {:?} tensor", xs.dims());
         }
         if !xs.device().is_cpu() {
-            let ys = xs.broadcast_matmul(&self.weight.t()?)?;
-            return match &self.bias {
-                Some(b) => ys.broadcast_add(b),
+            let mean = xs.mean_keepdim(D::Minus1)?;
+            let centred = xs.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centred.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?;
+            let ys = normed.broadcast_mul(&self.scale)?;
+            return match &self.offset {
+                Some(o) => ys.broadcast_add(o),
                 None => Ok(ys),
             };
         }
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-        let rows = xs.elem_count() / inputs.max(1);
-        let out = with_f32_slice(&xs, |input| {
-            kernels::dense(
-                input,
-                &self.weight_t,
-                &self.bias_values,
-                (rows, inputs, outputs),
-            )
+        let out = with_f32_slice(&xs, |values| {
+            kernels::layer_norm(values, &self.scale_values, &self.offset_values, self.eps)
         })?;
-        Tensor::from_vec(out, out_dims, xs.device())
+        Tensor::from_vec(out, xs.shape(), xs.device())
     }
 }
 
@@ -887,6 +1054,72 @@ mod tests {
         let bad_bias = Tensor::zeros(4, DType::F32, &dev).unwrap();
         let weight = Tensor::zeros((3, 4), DType::F32, &dev).unwrap();
         assert!(Linear::new(weight, Some(bad_bias)).is_err());
+    }
+
+    #[test]
+    fn layer_norms_match_candle() {
+        let dev = Device::Cpu;
+        for (shape, offset) in [(vec![1, 7], true), (vec![2, 97, 64], false)] {
+            let c = *shape.last().unwrap();
+            let xs = Tensor::randn(1f32, 3., shape.as_slice(), &dev).unwrap();
+            let scale = Tensor::randn(0f32, 1., c, &dev).unwrap();
+            let o = Tensor::randn(0f32, 1., c, &dev).unwrap();
+            let zeros = o.zeros_like().unwrap();
+            let want = if offset {
+                candle_nn::LayerNorm::new(scale.clone(), o.clone(), 1e-5)
+            } else {
+                candle_nn::LayerNorm::new(scale.clone(), zeros, 1e-5)
+            }
+            .forward(&xs)
+            .unwrap();
+            let ours = LayerNorm::new(scale, offset.then_some(o), 1e-5).unwrap();
+            let err = relative_error(&ours.forward(&xs).unwrap(), &want);
+            assert!(err < 1e-5, "{shape:?}: {err}");
+            let wrong = Tensor::zeros((2, c + 1), DType::F32, &dev).unwrap();
+            assert!(ours.forward(&wrong).is_err());
+        }
+        let three = Tensor::ones(3, DType::F32, &dev).unwrap();
+        let two = Tensor::ones(2, DType::F32, &dev).unwrap();
+        assert!(LayerNorm::new(three, Some(two), 1e-5).is_err());
+    }
+
+    #[test]
+    fn dense_columns_activations_and_residuals_match_candle() {
+        let dev = Device::Cpu;
+        for (shape, outputs, bias) in [
+            (vec![1, 7, 1], 3, true),
+            (vec![2, 16, 5], 9, false),
+            (vec![3, 97, 64], 130, true),
+        ] {
+            let inputs = shape[1];
+            let xs = Tensor::randn(0f32, 1., shape.as_slice(), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (outputs, inputs), &dev).unwrap();
+            let b = bias.then(|| Tensor::randn(0f32, 1., outputs, &dev).unwrap());
+            let theirs = candle_nn::Linear::new(w.clone(), b.clone());
+            let ours = Linear::new(w, b)
+                .unwrap()
+                .with_activation(Activation::Relu)
+                .unwrap();
+            let rows = |t: &Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap();
+            let want = rows(&theirs.forward(&rows(&xs)).unwrap().relu().unwrap());
+            let residual = Tensor::randn(0f32, 1., want.dims(), &dev).unwrap();
+            let got = ours.forward_columns(&xs, None).unwrap();
+            assert!(relative_error(&got, &want) < 1e-5, "{shape:?}");
+            let got = ours.forward_columns(&xs, Some(&residual)).unwrap();
+            let err = relative_error(&got, &(&want + &residual).unwrap());
+            assert!(err < 1e-5, "{shape:?} with a residual: {err}");
+            let flat = rows(&xs);
+            let want = (theirs.forward(&flat).unwrap().relu().unwrap() + rows(&residual)).unwrap();
+            let got = ours.forward_add(&flat, &rows(&residual)).unwrap();
+            assert!(relative_error(&got, &want) < 1e-5, "{shape:?} rows");
+            let wrong = Tensor::zeros((1, inputs + 1, 2), DType::F32, &dev).unwrap();
+            assert!(ours.forward_columns(&wrong, None).is_err());
+            assert!(ours.forward_add(&flat, &residual).is_err());
+        }
+        let w = Tensor::zeros((3, 4), DType::F32, &dev).unwrap();
+        let slopes = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        let dense = Linear::new(w, None).unwrap();
+        assert!(dense.with_activation(Activation::PRelu(slopes)).is_err());
     }
 
     #[test]
