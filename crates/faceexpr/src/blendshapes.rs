@@ -35,9 +35,9 @@
 //! `.tflite` dequantizes the same fp16 values and computes in f32).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use facecore::geometry::Point3;
-use facecore::layers::Linear;
+use facecore::layers::{Activation, LayerNorm, Linear};
 use facecore::weights::{WeightFile, WeightsSource};
 
 use crate::{Error, Result};
@@ -201,7 +201,7 @@ fn layer_norm(vb: &VarBuilder, block: &str, name: &str) -> candle_core::Result<L
         CHANNELS,
         &format!("{SCOPE}/{block}/{name}/batchnorm/mul/ReadVariableOp"),
     )?;
-    Ok(LayerNorm::new_no_bias(scale, LAYER_NORM_EPS))
+    LayerNorm::new(scale, None, LAYER_NORM_EPS)
 }
 
 /// One Mixer block: token mixing, then channel mixing, each behind a layer norm with a residual.
@@ -226,7 +226,8 @@ impl MixerBlock {
                 &format!("{block}/mlp_token_mixing/Mlp_1"),
                 tokens,
                 TOKEN_HIDDEN,
-            )?,
+            )?
+            .with_activation(Activation::Relu)?,
             token2: dense(
                 vb,
                 &format!("{block}/mlp_token_mixing/Mlp_2"),
@@ -239,7 +240,8 @@ impl MixerBlock {
                 &format!("{block}/mlp_channel_mixing/Mlp_1"),
                 CHANNELS,
                 CHANNEL_HIDDEN,
-            )?,
+            )?
+            .with_activation(Activation::Relu)?,
             channel2: dense(
                 vb,
                 &format!("{block}/mlp_channel_mixing/Mlp_2"),
@@ -253,20 +255,12 @@ impl MixerBlock {
 impl Module for MixerBlock {
     /// `N x 97 x 64` to `N x 97 x 64`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let tokens = xs
-            .apply(&self.norm1)?
-            .transpose(1, 2)?
-            .apply(&self.token1)?
-            .relu()?
-            .apply(&self.token2)?
-            .transpose(1, 2)?;
-        let xs = (xs + tokens)?;
-        let channels = xs
-            .apply(&self.norm2)?
-            .apply(&self.channel1)?
-            .relu()?
-            .apply(&self.channel2)?;
-        xs + channels
+        // Token mixing runs over the token dimension in place (no transposes), the residual
+        // added by the second layer.
+        let hidden = self.token1.forward_columns(&xs.apply(&self.norm1)?, None)?;
+        let xs = self.token2.forward_columns(&hidden, Some(xs))?;
+        let hidden = xs.apply(&self.norm2)?.apply(&self.channel1)?;
+        self.channel2.forward_add(&hidden, &xs)
     }
 }
 
@@ -321,10 +315,9 @@ impl FaceBlendshapes {
         let centred = points.broadcast_sub(&mean)?;
         let spread = centred.sqr()?.sum_keepdim(2)?.sqrt()?.mean_keepdim(1)?;
         let xs = centred.broadcast_div(&spread)?.affine(INPUT_SCALE, 0.)?;
-        let xs = xs
-            .transpose(1, 2)?
-            .apply(&self.points_to_tokens)?
-            .transpose(1, 2)?
+        let xs = self
+            .points_to_tokens
+            .forward_columns(&xs, None)?
             .apply(&self.token_embedding)?;
         let extra = self.extra_token.broadcast_as((n, 1, CHANNELS))?;
         let mut xs = Tensor::cat(&[&extra, &xs], 1)?;
