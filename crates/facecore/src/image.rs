@@ -6,7 +6,7 @@
 //! [`InputTransform`] that maps every model-space coordinate back to original-image pixels.
 
 use candle_core::{Device, Tensor};
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 use crate::geometry::{Affine2, BBox, Point};
 use crate::{Error, Result};
@@ -198,32 +198,53 @@ pub fn warp_affine(
         return Err(Error::InvalidImage(format!("image is {w}x{h} pixels")));
     }
     let inv = src_to_dst.inverse()?;
+    let (src, stride) = (img.as_raw(), w as usize * 3);
+    let pixel = |offset: usize| -> [f32; 3] {
+        let p = &src[offset..offset + 3];
+        [p[0] as f32, p[1] as f32, p[2] as f32]
+    };
     let sample = |x: i64, y: i64| -> [f32; 3] {
         if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
             [0.0; 3]
         } else {
-            let p = img.get_pixel(x as u32, y as u32).0;
-            [p[0] as f32, p[1] as f32, p[2] as f32]
+            pixel(y as usize * stride + x as usize * 3)
         }
     };
-    Ok(RgbImage::from_fn(width, height, |i, j| {
-        let s = inv.apply(Point::new(i as f32, j as f32));
-        let (x0, y0) = (floor(s.x), floor(s.y));
-        let (fx, fy) = (s.x - x0 as f32, s.y - y0 as f32);
-        let (a, b, c, d) = (
-            sample(x0, y0),
-            sample(x0 + 1, y0),
-            sample(x0, y0 + 1),
-            sample(x0 + 1, y0 + 1),
-        );
-        let mut out = [0u8; 3];
-        for k in 0..3 {
-            let top = a[k] + (b[k] - a[k]) * fx;
-            let bottom = c[k] + (d[k] - c[k]) * fx;
-            out[k] = round_to_u8(top + (bottom - top) * fy);
+    let row_len = width as usize * 3;
+    let mut out = vec![0u8; row_len * height as usize];
+    for (j, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+        for (i, px) in row.chunks_exact_mut(3).enumerate() {
+            let s = inv.apply(Point::new(i as f32, j as f32));
+            let (x0, y0) = (floor(s.x), floor(s.y));
+            let (fx, fy) = (s.x - x0 as f32, s.y - y0 as f32);
+            // The whole 2x2 neighbourhood inside the source (the usual case): read it in place.
+            let inside = (0..w as i64 - 1).contains(&x0) && (0..h as i64 - 1).contains(&y0);
+            let (a, b, c, d) = if inside {
+                let o = y0 as usize * stride + x0 as usize * 3;
+                (
+                    pixel(o),
+                    pixel(o + 3),
+                    pixel(o + stride),
+                    pixel(o + stride + 3),
+                )
+            } else {
+                (
+                    sample(x0, y0),
+                    sample(x0.saturating_add(1), y0),
+                    sample(x0, y0.saturating_add(1)),
+                    sample(x0.saturating_add(1), y0.saturating_add(1)),
+                )
+            };
+            for k in 0..3 {
+                let top = a[k] + (b[k] - a[k]) * fx;
+                let bottom = c[k] + (d[k] - c[k]) * fx;
+                px[k] = round_to_u8(top + (bottom - top) * fy);
+            }
         }
-        Rgb(out)
-    }))
+    }
+    RgbImage::from_raw(width, height, out).ok_or_else(|| {
+        Error::InvalidArgument(format!("a {width}x{height} chip does not fit in memory"))
+    })
 }
 
 /// `x.floor()` as an integer, without the libm call the baseline target makes of `floor`
@@ -249,6 +270,7 @@ fn round_to_u8(v: f32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
 
     fn ramp(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| Rgb([(x * 10) as u8, (y * 10) as u8, 200]))
@@ -360,5 +382,38 @@ mod tests {
         let outside =
             warp_affine(&img, &Affine2([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0]]), 4, 4).unwrap();
         assert_eq!(outside.get_pixel(0, 0).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn warp_matches_sampling_every_pixel_through_get_pixel() {
+        let img = RgbImage::from_fn(37, 29, |x, y| {
+            Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (255 - x * 5) as u8])
+        });
+        // Rotated, scaled and shifted so that the chip covers the inside, the borders and the
+        // outside of the image.
+        let (c, s) = (0.3f32.cos() * 1.3, 0.3f32.sin() * 1.3);
+        let map = Affine2([[c, -s, 4.5], [s, c, -6.25]]);
+        let got = warp_affine(&img, &map, 48, 40).unwrap();
+        let inv = map.inverse().unwrap();
+        let value = |x: i64, y: i64, k: usize| -> f32 {
+            let inside = (0..37).contains(&x) && (0..29).contains(&y);
+            if inside {
+                img.get_pixel(x as u32, y as u32).0[k] as f32
+            } else {
+                0.
+            }
+        };
+        for (i, j, px) in got.enumerate_pixels() {
+            let p = inv.apply(Point::new(i as f32, j as f32));
+            let (x0, y0) = (p.x.floor() as i64, p.y.floor() as i64);
+            let (fx, fy) = (p.x - x0 as f32, p.y - y0 as f32);
+            for k in 0..3 {
+                let top = value(x0, y0, k) + (value(x0 + 1, y0, k) - value(x0, y0, k)) * fx;
+                let bottom =
+                    value(x0, y0 + 1, k) + (value(x0 + 1, y0 + 1, k) - value(x0, y0 + 1, k)) * fx;
+                let want = (top + (bottom - top) * fy).round().clamp(0., 255.) as u8;
+                assert_eq!(px.0[k], want, "pixel ({i}, {j}) channel {k}");
+            }
+        }
     }
 }
