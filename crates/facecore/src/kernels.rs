@@ -879,6 +879,25 @@ impl Plane<'_> {
         let g = self.g;
         let (k, s, ow) = (g.kernel, g.stride, g.out_width);
         let row = &mut scratch[..ow];
+        let unpadded = g.top == 0 && g.left == 0;
+        if k == 2 && s == 2 && unpadded && 2 * ow <= g.width && 2 * g.out_height <= g.height {
+            // The common 2x2, stride-2 pooling of whole windows: each output reads two pairs.
+            for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+                let top = &src[2 * oy * g.width..][..2 * ow];
+                let bottom = &src[(2 * oy + 1) * g.width..][..2 * ow];
+                let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                for (v, (a, b)) in row.iter_mut().zip(pairs) {
+                    // The general path's order: row by row, left to right, from -inf or 0.
+                    *v = if max {
+                        f32::NEG_INFINITY.max(a[0]).max(a[1]).max(b[0]).max(b[1])
+                    } else {
+                        (0. + a[0] + a[1] + b[0] + b[1]) / 4.
+                    };
+                }
+                out.write_copy_of_slice(row);
+            }
+            return;
+        }
         for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
             row.fill(if max { f32::NEG_INFINITY } else { 0. });
             for ky in 0..k {
