@@ -217,6 +217,10 @@ fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
             for (kk, row) in rows.chunks_mut(p).enumerate() {
                 let (ky, kx) = (kk / k, kk % k);
                 let ox = xs(kx);
+                if g.stride == 1 && ow == g.width {
+                    shifted_plane(g, (ky, kx), &ox, plane, row);
+                    continue;
+                }
                 for (oy, out) in row.chunks_mut(ow).enumerate() {
                     let iy = oy * g.stride + ky;
                     if iy < g.top || iy >= g.top + g.height || ox.is_empty() {
@@ -238,6 +242,43 @@ fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
                 }
             }
         });
+}
+
+/// One im2col row (`OH * OW` values) of a stride-1 convolution whose output is as wide as its
+/// input: the plane shifted by the tap `(ky, kx)`, so that output `i` reads input `i + (ky -
+/// top) * W + kx - left` wherever the tap lies inside the input. It is one contiguous copy of
+/// the valid rows, then zeros in the rows and columns where the tap reads padding (instead of
+/// a copy per output row).
+fn shifted_plane(
+    g: &Geometry,
+    (ky, kx): (usize, usize),
+    cols: &std::ops::Range<usize>,
+    plane: &[f32],
+    row: &mut [f32],
+) {
+    let ow = g.out_width;
+    let rows = g.valid(g.out_height, ky, g.top, g.height);
+    let (start, end) = (rows.start * ow, rows.end * ow);
+    if cols.is_empty() || start >= end {
+        row.fill(0.);
+        return;
+    }
+    row[..start].fill(0.);
+    row[end..].fill(0.);
+    // Output i of the valid rows reads input i + shift; the first `left - kx` (or last
+    // `kx - left`) outputs of the block would read before (after) the plane, but they lie in
+    // the columns zeroed below.
+    let (before, after) = (g.left.saturating_sub(kx), kx.saturating_sub(g.left));
+    let (first, last) = (start + before, end - after);
+    // A valid row iy = oy + ky - top and column ox + kx - left: the first copied output (row
+    // rows.start, column `before`) reads (rows.start + ky - top) * W + (before + kx - left),
+    // whose column part is >= 0; the last reads a column <= W - 1 of a row < H.
+    let src = (rows.start + ky - g.top) * g.width + before + kx - g.left;
+    row[first..last].copy_from_slice(&plane[src..src + (last - first)]);
+    for line in row[start..end].chunks_exact_mut(ow) {
+        line[..cols.start].fill(0.);
+        line[cols.end..].fill(0.);
+    }
 }
 
 /// Where a product goes.
