@@ -208,40 +208,57 @@ impl Geometry {
 /// Writes the im2col matrix of one image `src` (`[C, H, W]`) into `col`
 /// (`[C * k * k, OH * OW]`, row `(c * k + ky) * k + kx`), zeros where the kernel reads padding.
 fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
-    let (k, ow, p) = (g.kernel, g.out_width, g.out_plane());
-    let xs = |kx| g.valid(ow, kx, g.left, g.width);
+    let (k, p) = (g.kernel, g.out_plane());
     col.par_chunks_mut(k * k * p)
         .zip(src.par_chunks(g.in_plane()))
         .with_min_len(grain(k * k * p))
-        .for_each(|(rows, plane)| {
-            for (kk, row) in rows.chunks_mut(p).enumerate() {
-                let (ky, kx) = (kk / k, kk % k);
-                let ox = xs(kx);
-                if g.stride == 1 && ow == g.width {
-                    shifted_plane(g, (ky, kx), &ox, plane, row);
-                    continue;
-                }
-                for (oy, out) in row.chunks_mut(ow).enumerate() {
-                    let iy = oy * g.stride + ky;
-                    if iy < g.top || iy >= g.top + g.height || ox.is_empty() {
-                        out.fill(0.);
-                        continue;
-                    }
-                    let line = &plane[(iy - g.top) * g.width..(iy - g.top + 1) * g.width];
-                    out[..ox.start].fill(0.);
-                    out[ox.end..].fill(0.);
-                    let x0 = ox.start * g.stride + kx - g.left;
-                    let dst = &mut out[ox.clone()];
-                    if g.stride == 1 {
-                        dst.copy_from_slice(&line[x0..x0 + dst.len()]);
-                    } else {
-                        dst.iter_mut()
-                            .zip(line[x0..].iter().step_by(g.stride))
-                            .for_each(|(d, s)| *d = *s);
-                    }
-                }
+        .for_each(|(rows, plane)| Vectorized::Im2col(g, plane, rows).run());
+}
+
+/// The `k * k` im2col rows of one input plane.
+#[inline(always)]
+fn im2col_plane(g: &Geometry, plane: &[f32], rows: &mut [f32]) {
+    let (k, ow, p) = (g.kernel, g.out_width, g.out_plane());
+    for (kk, row) in rows.chunks_mut(p).enumerate() {
+        let (ky, kx) = (kk / k, kk % k);
+        let ox = g.valid(ow, kx, g.left, g.width);
+        if g.stride == 1 && ow == g.width {
+            shifted_plane(g, (ky, kx), &ox, plane, row);
+            continue;
+        }
+        for (oy, out) in row.chunks_mut(ow).enumerate() {
+            let iy = oy * g.stride + ky;
+            if iy < g.top || iy >= g.top + g.height || ox.is_empty() {
+                out.fill(0.);
+                continue;
             }
-        });
+            let line = &plane[(iy - g.top) * g.width..(iy - g.top + 1) * g.width];
+            out[..ox.start].fill(0.);
+            out[ox.end..].fill(0.);
+            let x0 = ox.start * g.stride + kx - g.left;
+            let (dst, src) = (&mut out[ox.clone()], &line[x0..]);
+            match g.stride {
+                1 => dst.copy_from_slice(&src[..dst.len()]),
+                2 => {
+                    // Every other value, as pairs (which vectorise): output j reads src[2j],
+                    // and 2 (n - 1) < src.len() for the n outputs, so at most the last one
+                    // has no full pair.
+                    let (pairs, last) = dst.split_at_mut(dst.len().min(src.len() / 2));
+                    pairs
+                        .iter_mut()
+                        .zip(src.chunks_exact(2))
+                        .for_each(|(d, pair)| *d = pair[0]);
+                    if let Some(d) = last.first_mut() {
+                        *d = src[2 * pairs.len()];
+                    }
+                }
+                s => dst
+                    .iter_mut()
+                    .zip(src.iter().step_by(s))
+                    .for_each(|(d, v)| *d = *v),
+            }
+        }
+    }
 }
 
 /// One im2col row (`OH * OW` values) of a stride-1 convolution whose output is as wide as its
@@ -987,6 +1004,8 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
+    /// The im2col rows of one input plane: `(geometry, plane, rows)`.
+    Im2col(&'a Geometry, &'a [f32], &'a mut [f32]),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
     /// One row of a layer norm: `(row, scale, offset, eps)`.
@@ -1017,6 +1036,7 @@ impl pulp::WithSimd for Vectorized<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         match self {
             Self::Plane(plane, src, dst, scratch) => plane.run(src, dst, scratch),
+            Self::Im2col(g, plane, rows) => im2col_plane(g, plane, rows),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
             Self::LayerNorm(row, scale, offset, eps) => layer_norm_row(row, scale, offset, eps),
             Self::Finish(epilogue, channel, row, bias, residual) => {
