@@ -236,28 +236,33 @@ fn im2col_plane(g: &Geometry, plane: &[f32], rows: &mut [f32]) {
             out[..ox.start].fill(0.);
             out[ox.end..].fill(0.);
             let x0 = ox.start * g.stride + kx - g.left;
-            let (dst, src) = (&mut out[ox.clone()], &line[x0..]);
-            match g.stride {
-                1 => dst.copy_from_slice(&src[..dst.len()]),
-                2 => {
-                    // Every other value, as pairs (which vectorise): output j reads src[2j],
-                    // and 2 (n - 1) < src.len() for the n outputs, so at most the last one
-                    // has no full pair.
-                    let (pairs, last) = dst.split_at_mut(dst.len().min(src.len() / 2));
-                    pairs
-                        .iter_mut()
-                        .zip(src.chunks_exact(2))
-                        .for_each(|(d, pair)| *d = pair[0]);
-                    if let Some(d) = last.first_mut() {
-                        *d = src[2 * pairs.len()];
-                    }
-                }
-                s => dst
-                    .iter_mut()
-                    .zip(src.iter().step_by(s))
-                    .for_each(|(d, v)| *d = *v),
+            strided_copy(&mut out[ox.clone()], &line[x0..], g.stride);
+        }
+    }
+}
+
+/// `dst[j] = src[j * stride]` for every `j` of `dst`; `src` must hold `(dst.len() - 1) *
+/// stride + 1` values at least.
+#[inline(always)]
+fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            // Every other value, as pairs (which vectorise): 2 (n - 1) < src.len() for the n
+            // values, so at most the last one has no full pair.
+            let (pairs, last) = dst.split_at_mut(dst.len().min(src.len() / 2));
+            pairs
+                .iter_mut()
+                .zip(src.chunks_exact(2))
+                .for_each(|(d, pair)| *d = pair[0]);
+            if let Some(d) = last.first_mut() {
+                *d = src[2 * pairs.len()];
             }
         }
+        s => dst
+            .iter_mut()
+            .zip(src.iter().step_by(s))
+            .for_each(|(d, v)| *d = *v),
     }
 }
 
@@ -804,13 +809,11 @@ impl PhaseLayout {
                 // A valid column: js.start * s + phase - left lies in 0..width.
                 let x0 = js.start * s + phase - g.left;
                 let start = ((y % s) * s + phase) * rows * cols + (y / s) * cols;
-                let dst = &mut padded[start + js.start..start + js.end];
-                if s == 1 {
-                    dst.copy_from_slice(&line[x0..x0 + dst.len()]);
-                } else {
-                    let src = line[x0..].iter().step_by(s);
-                    dst.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
-                }
+                strided_copy(
+                    &mut padded[start + js.start..start + js.end],
+                    &line[x0..],
+                    s,
+                );
             }
         }
     }
