@@ -625,6 +625,76 @@ fn layer_norm_row(row: &mut [f32], scale: &[f32], offset: &[f32], eps: f32) {
     }
 }
 
+/// One output position of a bilinear resize: its two input positions and the second's weight.
+type Tap = (usize, usize, f32);
+
+/// For each of `out` positions, the two input positions (of `len`) and the weight of the
+/// second, with half-pixel centres, as candle and PyTorch compute them (in `f64`).
+fn bilinear_taps(len: usize, out: usize) -> Vec<Tap> {
+    let scale = len as f64 / out as f64;
+    (0..out)
+        .map(|o| {
+            let src = (scale * (o as f64 + 0.5) - 0.5).max(0.);
+            let i0 = (src.floor() as usize).min(len - 1);
+            let i1 = (i0 + 1).min(len - 1);
+            (i0, i1, (src - i0 as f64).clamp(0., 1.) as f32)
+        })
+        .collect()
+}
+
+/// Bilinear resampling of each of `planes` `h x w` planes of `input` to `oh x ow` (half-pixel
+/// centres): every input row resampled to `ow` columns in the per-thread scratch, then each
+/// output row blended from two of them. `h`, `w`, `oh` and `ow` are non-zero.
+pub(crate) fn resize_bilinear(
+    input: &[f32],
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        input.len(),
+        planes * h * w,
+        "resize: input of the wrong size"
+    );
+    let (ys, xs) = (bilinear_taps(h, oh), bilinear_taps(w, ow));
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(oh * ow)
+            .zip(input.par_chunks(h * w))
+            .with_min_len(grain(oh * ow))
+            .for_each(|(dst, src)| {
+                with_scratch(h * ow, |rows| {
+                    Vectorized::Resize((src, w), (&ys, &xs), rows, dst).run()
+                })
+            });
+    };
+    // SAFETY: the output's `planes` chunks of `oh * ow` values pair with the input's `planes`
+    // planes of `h * w` (asserted above), and `resize_plane` writes every row of its chunk.
+    unsafe { written(planes * oh * ow, fill) }
+}
+
+/// One plane of [`resize_bilinear`]: `src` (`h x w`) into `dst` (`oh x ow`, every row
+/// written: `ys` has `oh` taps), `rows` holding `h x ow` values.
+#[inline(always)]
+fn resize_plane(
+    (src, w): (&[f32], usize),
+    (ys, xs): (&[Tap], &[Tap]),
+    rows: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
+) {
+    let ow = xs.len();
+    for (line, out) in src.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+        for (v, &(x0, x1, t)) in out.iter_mut().zip(xs) {
+            *v = line[x0] * (1. - t) + line[x1] * t;
+        }
+    }
+    for (out, &(y0, y1, t)) in dst.chunks_exact_mut(ow).zip(ys) {
+        let (top, bottom) = (&rows[y0 * ow..][..ow], &rows[y1 * ow..][..ow]);
+        for ((v, a), b) in out.iter_mut().zip(top).zip(bottom) {
+            *v = MaybeUninit::new(a * (1. - t) + b * t);
+        }
+    }
+}
+
 thread_local! {
     /// Each thread's im2col matrix, kept between calls so that it is allocated (and zeroed)
     /// once rather than per convolution; im2col overwrites every value it uses.
@@ -1007,6 +1077,13 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
+    /// One plane of a bilinear resize: `((src, width), (row taps, column taps), rows, dst)`.
+    Resize(
+        (&'a [f32], usize),
+        (&'a [Tap], &'a [Tap]),
+        &'a mut [f32],
+        &'a mut [MaybeUninit<f32>],
+    ),
     /// The im2col rows of one input plane: `(geometry, plane, rows)`.
     Im2col(&'a Geometry, &'a [f32], &'a mut [f32]),
     /// An activation on one row of channel `channel`.
@@ -1040,6 +1117,7 @@ impl pulp::WithSimd for Vectorized<'_> {
         match self {
             Self::Plane(plane, src, dst, scratch) => plane.run(src, dst, scratch),
             Self::Im2col(g, plane, rows) => im2col_plane(g, plane, rows),
+            Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
             Self::LayerNorm(row, scale, offset, eps) => layer_norm_row(row, scale, offset, eps),
             Self::Finish(epilogue, channel, row, bias, residual) => {

@@ -684,6 +684,25 @@ impl Module for LayerNorm {
     }
 }
 
+/// Bilinear resampling of an NCHW tensor to `height` x `width` with half-pixel centres
+/// (PyTorch's `align_corners=False`, candle's `upsample_bilinear2d(h, w, false)`): on the CPU
+/// in two passes over each plane (rows, then columns) in `f32`, instead of candle's four
+/// gathers per output in `f64`; candle's operation elsewhere.
+pub fn resize_bilinear(xs: &Tensor, height: usize, width: usize) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = xs.dims4()?;
+    if h == 0 || w == 0 || height == 0 || width == 0 {
+        candle_core::bail!("cannot resize a {h}x{w} plane to {height}x{width}");
+    }
+    if !xs.device().is_cpu() {
+        return xs.upsample_bilinear2d(height, width, false);
+    }
+    let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+    let out = with_f32_slice(&xs, |values| {
+        kernels::resize_bilinear(values, n * c, (h, w), (height, width))
+    })?;
+    Tensor::from_vec(out, (n, c, height, width), xs.device())
+}
+
 /// The kind of a [`Pool2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -1054,6 +1073,27 @@ mod tests {
         let bad_bias = Tensor::zeros(4, DType::F32, &dev).unwrap();
         let weight = Tensor::zeros((3, 4), DType::F32, &dev).unwrap();
         assert!(Linear::new(weight, Some(bad_bias)).is_err());
+    }
+
+    #[test]
+    fn bilinear_resizing_matches_candle() {
+        let dev = Device::Cpu;
+        for ((n, c, h, w), (oh, ow)) in [
+            ((1, 3, 6, 6), (12, 12)),
+            ((2, 4, 12, 7), (24, 14)),
+            ((1, 2, 5, 9), (13, 4)),
+            ((1, 1, 1, 1), (3, 2)),
+            ((1, 2, 8, 8), (8, 8)),
+        ] {
+            let xs = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
+            let got = resize_bilinear(&xs, oh, ow).unwrap();
+            let want = xs.upsample_bilinear2d(oh, ow, false).unwrap();
+            let err = relative_error(&got, &want);
+            assert!(err < 1e-5, "{h}x{w} -> {oh}x{ow}: {err}");
+        }
+        let xs = Tensor::zeros((1, 1, 4, 4), DType::F32, &dev).unwrap();
+        assert!(resize_bilinear(&xs, 0, 4).is_err());
+        assert!(resize_bilinear(&xs.flatten_all().unwrap(), 2, 2).is_err());
     }
 
     #[test]

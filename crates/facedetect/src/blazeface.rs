@@ -49,7 +49,9 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use facecore::geometry::{BBox, Point};
 use facecore::image::{image_to_tensor, InputTransform, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual};
+use facecore::layers::{
+    resize_bilinear, Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual,
+};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 
@@ -675,7 +677,7 @@ impl BlazeFace {
                 let mut x = run(&stages[3], &f12)?;
                 for (level, skip) in pyramid.iter().zip([&f12, &f24, &f48]) {
                     let (_, _, h, w) = skip.dims4()?;
-                    let top = level.top.forward(&x)?.upsample_bilinear2d(h, w, false)?;
+                    let top = resize_bilinear(&level.top.forward(&x)?, h, w)?;
                     x = level
                         .lateral
                         .forward_add(skip, Residual::AfterActivation(&top))?;
