@@ -458,9 +458,8 @@ pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     activation: Activation,
-    /// The weight (`[out, in]`) and its transpose (`[in, out]`), row-major, the bias and the
-    /// activation, as the CPU kernels read them.
-    weight_values: Vec<f32>,
+    /// The weight transposed (`[in, out]`, row-major), the bias and the activation, as the CPU
+    /// kernels read them (the column form reads `weight` itself).
     weight_t: Vec<f32>,
     bias_values: Vec<f32>,
     epilogue: Epilogue,
@@ -483,12 +482,10 @@ impl Linear {
             );
         }
         let weight_t = weight.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let weight_values = weight.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self {
             weight,
             bias,
             activation: Activation::Identity,
-            weight_values,
             weight_t,
             bias_values,
             epilogue: Epilogue::Identity,
@@ -587,26 +584,28 @@ impl Linear {
                     residual,
                 };
                 if columns {
-                    kernels::dense_columns(
-                        input,
-                        &self.weight_values,
-                        &self.bias_values,
-                        (images, inputs, outputs, cols),
-                        finish,
-                    )
+                    with_f32_slice(&self.weight, |weight| {
+                        kernels::dense_columns(
+                            input,
+                            weight,
+                            &self.bias_values,
+                            (images, inputs, outputs, cols),
+                            finish,
+                        )
+                    })
                 } else {
-                    kernels::dense(
+                    Ok(kernels::dense(
                         input,
                         &self.weight_t,
                         &self.bias_values,
                         (images, inputs, outputs),
                         finish,
-                    )
+                    ))
                 }
             };
             match &residual {
-                Some(r) => with_f32_slice(r, |r| run(Some(r))),
-                None => Ok(run(None)),
+                Some(r) => with_f32_slice(r, |r| run(Some(r)))?,
+                None => run(None),
             }
         })??;
         Tensor::from_vec(out, out_dims, xs.device())
