@@ -198,53 +198,113 @@ pub fn warp_affine(
         return Err(Error::InvalidImage(format!("image is {w}x{h} pixels")));
     }
     let inv = src_to_dst.inverse()?;
-    let (src, stride) = (img.as_raw(), w as usize * 3);
-    let pixel = |offset: usize| -> [f32; 3] {
-        let p = &src[offset..offset + 3];
-        [p[0] as f32, p[1] as f32, p[2] as f32]
-    };
-    let sample = |x: i64, y: i64| -> [f32; 3] {
-        if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
-            [0.0; 3]
-        } else {
-            pixel(y as usize * stride + x as usize * 3)
-        }
-    };
     let row_len = width as usize * 3;
     let mut out = vec![0u8; row_len * height as usize];
-    for (j, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
-        for (i, px) in row.chunks_exact_mut(3).enumerate() {
-            let s = inv.apply(Point::new(i as f32, j as f32));
-            let (x0, y0) = (floor(s.x), floor(s.y));
-            let (fx, fy) = (s.x - x0 as f32, s.y - y0 as f32);
-            // The whole 2x2 neighbourhood inside the source (the usual case): read it in place.
-            let inside = (0..w as i64 - 1).contains(&x0) && (0..h as i64 - 1).contains(&y0);
-            let (a, b, c, d) = if inside {
-                let o = y0 as usize * stride + x0 as usize * 3;
-                (
-                    pixel(o),
-                    pixel(o + 3),
-                    pixel(o + stride),
-                    pixel(o + stride + 3),
-                )
-            } else {
-                (
-                    sample(x0, y0),
-                    sample(x0.saturating_add(1), y0),
-                    sample(x0, y0.saturating_add(1)),
-                    sample(x0.saturating_add(1), y0.saturating_add(1)),
-                )
-            };
-            for k in 0..3 {
-                let top = a[k] + (b[k] - a[k]) * fx;
-                let bottom = c[k] + (d[k] - c[k]) * fx;
-                px[k] = round_to_u8(top + (bottom - top) * fy);
-            }
-        }
-    }
+    pulp::Arch::new().dispatch(Warp {
+        img,
+        inv,
+        out: &mut out,
+        width: width as usize,
+    });
     RgbImage::from_raw(width, height, out).ok_or_else(|| {
         Error::InvalidArgument(format!("a {width}x{height} chip does not fit in memory"))
     })
+}
+
+/// The rows of [`warp_affine`], compiled for the widest instruction set the CPU has (`pulp`
+/// dispatches at run time). Each row runs in three passes so that two of them vectorise: the
+/// source positions and weights of all its pixels, then the gather of each pixel's 2x2 source
+/// cell into one plane per corner and channel, then the blends and rounding.
+struct Warp<'a> {
+    img: &'a RgbImage,
+    inv: Affine2,
+    /// `width x height` RGB pixels, row-major.
+    out: &'a mut [u8],
+    width: usize,
+}
+
+impl pulp::WithSimd for Warp<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Warp {
+            img,
+            inv,
+            out,
+            width,
+        } = self;
+        let (w, h) = (img.width() as i64, img.height() as i64);
+        let (src, stride) = (img.as_raw(), img.width() as usize * 3);
+        let pixel = |offset: usize| -> [u8; 3] {
+            let p = &src[offset..offset + 3];
+            [p[0], p[1], p[2]]
+        };
+        let sample = |x: i64, y: i64| -> [u8; 3] {
+            if x < 0 || y < 0 || x >= w || y >= h {
+                [0; 3]
+            } else {
+                pixel(y as usize * stride + x as usize * 3)
+            }
+        };
+        let (mut x0, mut y0) = (vec![0i64; width], vec![0i64; width]);
+        let (mut fx, mut fy) = (vec![0f32; width], vec![0f32; width]);
+        // corners[corner][channel][i]: the top-left, top-right, bottom-left and bottom-right
+        // source pixels of chip pixel i.
+        let mut corners = [[(); 3]; 4].map(|c| c.map(|()| vec![0u8; width]));
+        // The blended row, one plane per channel, before it is interleaved into RGB.
+        let mut channels = [(); 3].map(|()| vec![0u8; width]);
+        for (j, row) in out.chunks_exact_mut((width * 3).max(1)).enumerate() {
+            for (i, (((x0, y0), fx), fy)) in x0
+                .iter_mut()
+                .zip(&mut y0)
+                .zip(&mut fx)
+                .zip(&mut fy)
+                .enumerate()
+            {
+                let s = inv.apply(Point::new(i as f32, j as f32));
+                (*x0, *y0) = (floor(s.x), floor(s.y));
+                (*fx, *fy) = (s.x - *x0 as f32, s.y - *y0 as f32);
+            }
+            for (i, (&x, &y)) in x0.iter().zip(&y0).enumerate() {
+                // The whole cell inside the source (the usual case): read it in place.
+                let cell = if (0..w - 1).contains(&x) && (0..h - 1).contains(&y) {
+                    let o = y as usize * stride + x as usize * 3;
+                    [
+                        pixel(o),
+                        pixel(o + 3),
+                        pixel(o + stride),
+                        pixel(o + stride + 3),
+                    ]
+                } else {
+                    let (x1, y1) = (x.saturating_add(1), y.saturating_add(1));
+                    [sample(x, y), sample(x1, y), sample(x, y1), sample(x1, y1)]
+                };
+                for (corner, values) in corners.iter_mut().zip(cell) {
+                    for (plane, v) in corner.iter_mut().zip(values) {
+                        plane[i] = v;
+                    }
+                }
+            }
+            let [a, b, c, d] = &corners;
+            for (k, channel) in channels.iter_mut().enumerate() {
+                let blends = a[k].iter().zip(&b[k]).zip(&c[k]).zip(&d[k]);
+                let weights = fx.iter().zip(&fy);
+                for (v, ((((&a, &b), &c), &d), (fx, fy))) in
+                    channel.iter_mut().zip(blends.zip(weights))
+                {
+                    let [a, b, c, d] = [a, b, c, d].map(f32::from);
+                    let top = a + (b - a) * fx;
+                    let bottom = c + (d - c) * fx;
+                    *v = round_to_u8(top + (bottom - top) * fy);
+                }
+            }
+            let [r, g, b] = &channels;
+            for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(r.iter().zip(g).zip(b)) {
+                px.copy_from_slice(&[r, g, b]);
+            }
+        }
+    }
 }
 
 /// `x.floor()` as an integer, without the libm call the baseline target makes of `floor`
@@ -264,7 +324,9 @@ fn floor(x: f32) -> i64 {
 /// it for every float (checked exhaustively over [-300, 300] when it was written).
 #[inline(always)]
 fn round_to_u8(v: f32) -> u8 {
-    (v.clamp(0.0, 255.0) + 0.499_999_97) as u8
+    // Through i32, a single conversion instruction (the value is below 256, so the truncation
+    // to u8 keeps it); a direct `as u8` adds its own saturation. NaN gives 0 either way.
+    (v.clamp(0.0, 255.0) + 0.499_999_97) as i32 as u8
 }
 
 #[cfg(test)]
