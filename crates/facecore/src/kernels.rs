@@ -324,6 +324,12 @@ fn matmul(
     threaded: bool,
 ) {
     let (dst, dst_len, accumulate) = match dst {
+        // An empty product writes zeros itself rather than rely on `gemm` doing so.
+        Dst::Write(d) if k == 0 => {
+            let len = (m * n).min(d.len());
+            d[..len].fill(MaybeUninit::new(0.));
+            (d.as_mut_ptr().cast::<f32>(), d.len(), false)
+        }
         Dst::Write(d) => (d.as_mut_ptr().cast::<f32>(), d.len(), false),
         Dst::Add(d) => (d.as_mut_ptr(), d.len(), true),
     };
@@ -333,7 +339,7 @@ fn matmul(
         k == 0 || n == 0 || rhs.len() >= (k - 1) * rhs_rs + n,
         "gemm: right matrix too short"
     );
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
     // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
@@ -1197,6 +1203,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_empty_product_writes_zeros() {
+        // SAFETY: `matmul` writes all `m * n` values, zeros when `k` is 0.
+        let out = unsafe {
+            written(6, |dst| {
+                matmul(Dst::Write(dst), &[], &[], (2, 3, 0), 3, true)
+            })
+        };
+        assert_eq!(out, vec![0.; 6]);
     }
 
     #[test]
