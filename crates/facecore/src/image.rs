@@ -139,11 +139,13 @@ pub fn image_to_tensor(
     for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
         chunk.fill((pad - norm.mean[c]) / norm.std[c]);
     }
-    let xs = sample_positions(w, rw);
-    let ys = sample_positions(h, rh);
+    let xs = sample_positions(w as usize, rw as usize);
+    let ys = sample_positions(h as usize, rh as usize);
     for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
         let row = (oy as usize + dy) * out_w as usize + ox as usize;
         for (dx, &(x0, x1, fx)) in xs.iter().enumerate() {
+            // The indices are below the image's width and height, which are u32.
+            let (x0, x1, y0, y1) = (x0 as u32, x1 as u32, y0 as u32, y1 as u32);
             let p00 = img.get_pixel(x0, y0).0;
             let p01 = img.get_pixel(x1, y0).0;
             let p10 = img.get_pixel(x0, y1).0;
@@ -170,13 +172,14 @@ pub fn image_to_tensor(
 }
 
 /// For each of `dst` output positions, the two source indices and the weight of the second, for
-/// bilinear resampling with half-pixel centres from `src` positions.
-fn sample_positions(src: u32, dst: u32) -> Vec<(u32, u32, f32)> {
+/// bilinear resampling with half-pixel centres from `src` positions (`src` non-zero); also the
+/// taps of [`layers::resize_bilinear`](crate::layers::resize_bilinear).
+pub(crate) fn sample_positions(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
     let ratio = src as f64 / dst as f64;
     (0..dst)
         .map(|d| {
             let f = ((d as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
-            let i0 = f.floor() as u32;
+            let i0 = f.floor() as usize;
             let i1 = (i0 + 1).min(src - 1);
             (i0, i1, (f - i0 as f64) as f32)
         })

@@ -14,6 +14,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::image::sample_positions;
 use crate::threads::{current_threads, gemm_parallelism, PARALLEL_MACS};
 
 /// The activation applied to each output row, with its per-channel parameters resolved.
@@ -634,20 +635,6 @@ fn layer_norm_row(row: &mut [f32], scale: &[f32], offset: &[f32], eps: f32) {
 /// One output position of a bilinear resize: its two input positions and the second's weight.
 type Tap = (usize, usize, f32);
 
-/// For each of `out` positions, the two input positions (of `len`) and the weight of the
-/// second, with half-pixel centres, as candle and PyTorch compute them (in `f64`).
-fn bilinear_taps(len: usize, out: usize) -> Vec<Tap> {
-    let scale = len as f64 / out as f64;
-    (0..out)
-        .map(|o| {
-            let src = (scale * (o as f64 + 0.5) - 0.5).max(0.);
-            let i0 = (src.floor() as usize).min(len - 1);
-            let i1 = (i0 + 1).min(len - 1);
-            (i0, i1, (src - i0 as f64).clamp(0., 1.) as f32)
-        })
-        .collect()
-}
-
 /// Bilinear resampling of each of `planes` `h x w` planes of `input` to `oh x ow` (half-pixel
 /// centres): every input row resampled to `ow` columns in the per-thread scratch, then each
 /// output row blended from two of them. `h`, `w`, `oh` and `ow` are non-zero.
@@ -662,7 +649,7 @@ pub(crate) fn resize_bilinear(
         planes * h * w,
         "resize: input of the wrong size"
     );
-    let (ys, xs) = (bilinear_taps(h, oh), bilinear_taps(w, ow));
+    let (ys, xs) = (sample_positions(h, oh), sample_positions(w, ow));
     let fill = |out: &mut [MaybeUninit<f32>]| {
         out.par_chunks_mut(oh * ow)
             .zip(input.par_chunks(h * w))
