@@ -143,12 +143,14 @@ impl Module for DenseBlock {
         }
         .relu()?;
         // TF.js sums the outputs as out1 + (out2 + (out3 + out4)); the order is kept.
+        let (sum, relu) = (Activation::Identity, Activation::Relu);
         let out2 = out1.apply(&self.convs[0])?;
-        let in3 = (&out1 + &out2)?.relu()?;
+        let in3 = relu.apply_sum(&out1, &out2)?;
         let out3 = in3.apply(&self.convs[1])?;
-        let in4 = (&out1 + (&out2 + &out3)?)?.relu()?;
+        let in4 = relu.apply_sum(&out1, &sum.apply_sum(&out2, &out3)?)?;
         let out4 = in4.apply(&self.convs[2])?;
-        (&out1 + (&out2 + (&out3 + &out4)?)?)?.relu()
+        let out34 = sum.apply_sum(&out3, &out4)?;
+        relu.apply_sum(&out1, &sum.apply_sum(&out2, &out34)?)
     }
 }
 

@@ -12,10 +12,10 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use crate::image::sample_positions;
-use crate::threads::{current_threads, gemm_parallelism, PARALLEL_MACS};
+use crate::threads::{
+    current_threads, for_each_chunk, gemm_parallelism, grain, team_rows, PARALLEL_MACS,
+};
 
 /// The activation applied to each output row, with its per-channel parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,27 +104,28 @@ fn finish_sum(
     finish_row(epilogue, channel, row, residual)
 }
 
-/// `input` (`[N, channels, plane]`) with the activation applied: the planes in parallel.
+/// `input` (`[N, channels, plane]`), plus `addend` (the same shape) when given, with the
+/// activation applied: the planes in parallel.
 pub(crate) fn activate(
     input: &[f32],
+    addend: Option<&[f32]>,
     channels: usize,
     plane: usize,
     epilogue: &Epilogue,
 ) -> Vec<f32> {
     let mut out = input.to_vec();
-    out.par_chunks_mut(plane.max(1))
-        .with_min_len(grain(plane))
-        .enumerate()
-        .for_each(|(i, row)| Vectorized::Activation(epilogue, i % channels.max(1), row).run());
+    for_each_chunk(&mut out, plane, grain(plane), |i, row| {
+        let channel = i % channels.max(1);
+        match addend {
+            Some(b) => {
+                let start = i * plane;
+                let r = b.get(start..start + row.len());
+                Vectorized::Finish(epilogue, channel, row, 0., r.map(|r| (r, false))).run()
+            }
+            None => Vectorized::Activation(epilogue, channel, row).run(),
+        }
+    });
     out
-}
-
-/// How many items of `work` values each a rayon task takes at least: about 256K values, so
-/// that the small layers of the small models run on the calling thread rather than wake the
-/// pool's other threads for less work than the wake-up costs (measured: a quarter of
-/// FaceMesh's time at two threads went to the scheduler with 32K).
-fn grain(work: usize) -> usize {
-    (256 * 1024 / work.max(1)).max(1)
 }
 
 /// The shape of one convolution call: input planes, kernel, stride and zero padding.
@@ -210,10 +211,10 @@ impl Geometry {
 /// (`[C * k * k, OH * OW]`, row `(c * k + ky) * k + kx`), zeros where the kernel reads padding.
 fn im2col(g: &Geometry, src: &[f32], col: &mut [f32]) {
     let (k, p) = (g.kernel, g.out_plane());
-    col.par_chunks_mut(k * k * p)
-        .zip(src.par_chunks(g.in_plane()))
-        .with_min_len(grain(k * k * p))
-        .for_each(|(rows, plane)| Vectorized::Im2col(g, plane, rows).run());
+    let ip = g.in_plane();
+    for_each_chunk(col, k * k * p, grain(k * k * p), |c, rows| {
+        Vectorized::Im2col(g, &src[c * ip..(c + 1) * ip], rows).run()
+    });
 }
 
 /// The `k * k` im2col rows of one input plane.
@@ -312,6 +313,15 @@ enum Dst<'a> {
     Add(&'a mut [f32]),
 }
 
+impl Dst<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Write(d) => d.len(),
+            Self::Add(d) => d.len(),
+        }
+    }
+}
+
 /// `dst (m x n, row-major) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`, plus
 /// `dst`'s own values for [`Dst::Add`], on the current pool's threads when `threaded` (else
 /// on the calling thread); every value of `dst`'s first `m * n` is written. Panics (never
@@ -324,6 +334,22 @@ fn matmul(
     rhs_rs: usize,
     threaded: bool,
 ) {
+    let fits = dst.len() >= m * n && lhs.len() >= m * k;
+    if let Some(rows) = team_rows(m * n * k, m).filter(|_| threaded && fits) {
+        // One product per thread of the team, each on its rows of `lhs` and `dst`.
+        let part = |i: usize, len: usize| (&lhs[i * rows * k..], (len / n, n, k));
+        match dst {
+            Dst::Write(d) => for_each_chunk(&mut d[..m * n], rows * n, 1, |i, d| {
+                let (lhs, shape) = part(i, d.len());
+                matmul(Dst::Write(d), lhs, rhs, shape, rhs_rs, false)
+            }),
+            Dst::Add(d) => for_each_chunk(&mut d[..m * n], rows * n, 1, |i, d| {
+                let (lhs, shape) = part(i, d.len());
+                matmul(Dst::Add(d), lhs, rhs, shape, rhs_rs, false)
+            }),
+        }
+        return;
+    }
     let (dst, dst_len, accumulate) = match dst {
         // An empty product writes zeros itself rather than rely on `gemm` doing so.
         Dst::Write(d) if k == 0 => {
@@ -443,26 +469,20 @@ pub(crate) fn conv2d(
             // chunks of `per_group * p` tile exactly (`per_group * groups == out_channels`,
             // asserted above), and `matmul` wrote every value of each chunk.
             let dst = unsafe { dst.assume_init_mut() };
-            dst.par_chunks_mut(p)
-                .with_min_len(grain(p))
-                .enumerate()
-                .for_each(|(c, row)| {
-                    let b = bias.get(c).copied().unwrap_or(0.);
-                    Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
-                });
+            for_each_chunk(dst, p, grain(p), |c, row| {
+                let b = bias.get(c).copied().unwrap_or(0.);
+                Vectorized::Finish(epilogue, c, row, b, rows(image, c)).run()
+            });
         };
     let macs = g.batch * out_channels * p * depth;
     let fill = |out: &mut [MaybeUninit<f32>]| {
         if g.batch > 1 && current_threads() > 1 && macs >= PARALLEL_MACS {
             // A batch splits by image, each image's product on one thread: one parallel region
             // for the layer instead of one per image.
-            input
-                .par_chunks_exact(in_len)
-                .zip(out.par_chunks_exact_mut(out_len))
-                .enumerate()
-                .for_each(|(image, (src, dst))| {
-                    with_scratch(col_len, |col| one_image(image, src, dst, col, false))
-                });
+            for_each_chunk(out, out_len, 1, |image, dst| {
+                let src = &input[image * in_len..(image + 1) * in_len];
+                with_scratch(col_len, |col| one_image(image, src, dst, col, false))
+            });
         } else {
             with_scratch(col_len, |col| {
                 let images = input
@@ -599,9 +619,9 @@ pub(crate) fn dense_columns(
 pub(crate) fn layer_norm(input: &[f32], scale: &[f32], offset: &[f32], eps: f32) -> Vec<f32> {
     let c = scale.len().max(1);
     let mut out = input.to_vec();
-    out.par_chunks_mut(c)
-        .with_min_len(grain(c))
-        .for_each(|row| Vectorized::LayerNorm(row, scale, offset, eps).run());
+    for_each_chunk(&mut out, c, grain(c), |_, row| {
+        Vectorized::LayerNorm(row, scale, offset, eps).run()
+    });
     out
 }
 
@@ -651,14 +671,12 @@ pub(crate) fn resize_bilinear(
     );
     let (ys, xs) = (sample_positions(h, oh), sample_positions(w, ow));
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        out.par_chunks_mut(oh * ow)
-            .zip(input.par_chunks(h * w))
-            .with_min_len(grain(oh * ow))
-            .for_each(|(dst, src)| {
-                with_scratch(h * ow, |rows| {
-                    Vectorized::Resize((src, w), (&ys, &xs), rows, dst).run()
-                })
-            });
+        for_each_chunk(out, oh * ow, grain(oh * ow), |i, dst| {
+            let src = &input[i * h * w..(i + 1) * h * w];
+            with_scratch(h * ow, |rows| {
+                Vectorized::Resize((src, w), (&ys, &xs), rows, dst).run()
+            })
+        });
     };
     // SAFETY: the output's `planes` chunks of `oh * ow` values pair with the input's `planes`
     // planes of `h * w` (asserted above), and `resize_plane` writes every row of its chunk.
@@ -758,24 +776,23 @@ fn planes<'a>(g: &Geometry, input: &[f32], op: impl Fn(usize) -> PlaneOp<'a> + S
         .map(|kx| g.valid(g.out_width, kx, g.left, g.width))
         .collect();
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        out.par_chunks_mut(g.out_plane())
-            .zip(input.par_chunks(g.in_plane()))
-            .with_min_len(grain(g.out_plane() * g.kernel * g.kernel))
-            .enumerate()
-            .for_each(|(plane, (dst, src))| {
-                let plane = Plane {
-                    g,
-                    xs: &xs,
-                    op: op(plane),
-                };
-                let scratch = match &plane.op {
-                    PlaneOp::Convolve { layout, .. } => layout.scratch(),
-                    _ => g.out_width,
-                };
-                with_scratch(scratch, |buf| {
-                    Vectorized::Plane(&plane, src, dst, buf).run()
-                });
+        let ip = g.in_plane();
+        let work = g.out_plane() * g.kernel * g.kernel;
+        for_each_chunk(out, g.out_plane(), grain(work), |plane, dst| {
+            let src = &input[plane * ip..(plane + 1) * ip];
+            let plane = Plane {
+                g,
+                xs: &xs,
+                op: op(plane),
+            };
+            let scratch = match &plane.op {
+                PlaneOp::Convolve { layout, .. } => layout.scratch(),
+                _ => g.out_width,
+            };
+            with_scratch(scratch, |buf| {
+                Vectorized::Plane(&plane, src, dst, buf).run()
             });
+        });
     };
     // SAFETY: the output's `planes` chunks of `out_plane` values pair with the input's
     // `planes` planes (asserted above), and `Plane::run` writes all of its chunk (see there).

@@ -103,11 +103,38 @@ impl Activation {
             let plane = xs.dims()[2..].iter().product::<usize>().max(1);
             let epilogue = self.epilogue(channels)?;
             let out = with_f32_slice(&xs, |values| {
-                kernels::activate(values, channels, plane, &epilogue)
+                kernels::activate(values, None, channels, plane, &epilogue)
             })?;
             return Tensor::from_vec(out, xs.shape(), xs.device());
         }
         self.apply_candle(xs)
+    }
+
+    /// Applies the activation to `a + b` (two tensors of one shape, channels as in
+    /// [`apply`](Self::apply)); on the CPU in one pass over the values, on the kernels' threads
+    /// (candle's own addition of large tensors runs on its private spinning pool).
+    pub fn apply_sum(&self, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        if a.shape() != b.shape() {
+            candle_core::bail!(
+                "cannot add tensors of shapes {:?} and {:?}",
+                a.dims(),
+                b.dims()
+            );
+        }
+        let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        if cpu_f32(a) && cpu_f32(b) && a.rank() >= 2 {
+            let (a, b) = (a.contiguous()?, b.contiguous()?);
+            let channels = a.dim(1)?;
+            let plane = a.dims()[2..].iter().product::<usize>().max(1);
+            let epilogue = self.epilogue(channels)?;
+            let out = with_f32_slice(&a, |x| {
+                with_f32_slice(&b, |y| {
+                    kernels::activate(x, Some(y), channels, plane, &epilogue)
+                })
+            })??;
+            return Tensor::from_vec(out, a.shape(), a.device());
+        }
+        self.apply_candle(&(a + b)?)
     }
 
     /// The activation with candle's operations.
@@ -1281,6 +1308,65 @@ mod tests {
             if !matches!(a, Activation::PRelu(_)) {
                 let err = max_abs_diff(&a.apply(&rows).unwrap(), &a.apply_candle(&rows).unwrap());
                 assert!(err < 1e-6, "{a:?} on rows: {err}");
+            }
+            let other = Tensor::randn(0f32, 2., (2, 5, 4, 3), &dev).unwrap();
+            let want = a.apply_candle(&(&transposed + &other).unwrap()).unwrap();
+            let err = max_abs_diff(&a.apply_sum(&transposed, &other).unwrap(), &want);
+            assert!(err < 1e-6, "{a:?} of a sum: {err}");
+        }
+        let other = Tensor::zeros((2, 5, 4, 3), DType::F32, &dev).unwrap();
+        assert!(Activation::Relu.apply_sum(&xs, &other).is_err());
+    }
+
+    #[test]
+    fn kernels_on_a_team_match_one_thread() {
+        use crate::threads::ThreadPool;
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let conv = |cin: usize, cout: usize, k: usize, stride: usize, groups: usize| {
+            let spec = Conv2dSpec {
+                groups,
+                ..Conv2dSpec::new(cin, cout, k, stride).with_padding(Padding::Same)
+            };
+            let w = r(&[cout, cin / groups, k, k]);
+            Conv2d::from_tensors(w, Some(r(&[cout])), spec, Activation::Relu6).unwrap()
+        };
+        // Large enough that each layer splits on a team: products over several of its
+        // threads' rows, planes over tasks, a batch by image.
+        let xs = r(&[2, 32, 40, 40]);
+        let (dense, strided) = (conv(32, 48, 3, 1, 1), conv(32, 48, 3, 2, 1));
+        let (pointwise, depthwise, grouped) = (
+            conv(32, 64, 1, 1, 1),
+            conv(32, 32, 5, 2, 32),
+            conv(32, 32, 3, 1, 4),
+        );
+        let one_image = xs.narrow(0, 0, 1).unwrap();
+        let other = xs.sin().unwrap();
+        let pool = Pool2d::max(3, 2).with_padding(Padding::Same);
+        type Layer<'a> = Box<dyn Fn() -> Tensor + Sync + 'a>;
+        let layers: Vec<(&str, Layer)> = vec![
+            ("3x3", Box::new(|| dense.forward(&xs).unwrap())),
+            (
+                "3x3 batch 1",
+                Box::new(|| strided.forward(&one_image).unwrap()),
+            ),
+            ("1x1", Box::new(|| pointwise.forward(&xs).unwrap())),
+            ("depthwise", Box::new(|| depthwise.forward(&xs).unwrap())),
+            ("grouped", Box::new(|| grouped.forward(&xs).unwrap())),
+            ("pool", Box::new(|| pool.forward(&xs).unwrap())),
+            ("resize", Box::new(|| resize_bilinear(&xs, 57, 31).unwrap())),
+            (
+                "sum",
+                Box::new(|| Activation::Relu.apply_sum(&xs, &other).unwrap()),
+            ),
+        ];
+        let (one, team) = (ThreadPool::new(1).unwrap(), ThreadPool::new(3).unwrap());
+        for (name, layer) in &layers {
+            let want = one.install(layer);
+            // Several runs: the helpers take different shares each time.
+            for _ in 0..5 {
+                let err = relative_error(&team.install(layer), &want);
+                assert!(err < 1e-6, "{name}: {err}");
             }
         }
     }

@@ -219,7 +219,11 @@ impl Module for Residual {
         } else {
             xs.clone()
         };
-        add_padded(&ys, &shortcut)?.relu()
+        if ys.shape() == shortcut.shape() {
+            Activation::Relu.apply_sum(&ys, &shortcut)
+        } else {
+            add_padded(&ys, &shortcut)?.relu()
+        }
     }
 }
 
