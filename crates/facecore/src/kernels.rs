@@ -13,9 +13,7 @@
 use std::mem::MaybeUninit;
 
 use crate::image::sample_positions;
-use crate::threads::{
-    current_threads, for_each_chunk, gemm_parallelism, grain, team_rows, PARALLEL_MACS,
-};
+use crate::threads::{for_each_chunk, gemm_parallelism, grain, split_batch, team_rows};
 
 /// The activation applied to each output row, with its per-channel parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -476,7 +474,7 @@ pub(crate) fn conv2d(
         };
     let macs = g.batch * out_channels * p * depth;
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        if g.batch > 1 && current_threads() > 1 && macs >= PARALLEL_MACS {
+        if split_batch(g.batch, macs) {
             // A batch splits by image, each image's product on one thread: one parallel region
             // for the layer instead of one per image.
             for_each_chunk(out, out_len, 1, |image, dst| {
