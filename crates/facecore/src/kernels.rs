@@ -13,7 +13,7 @@
 use std::mem::MaybeUninit;
 
 use crate::image::sample_positions;
-use crate::threads::{for_each_chunk, gemm_parallelism, grain, split_batch, team_rows};
+use crate::threads::{for_each_chunk, gemm_parallelism, grain, split_batch, team_share};
 
 /// The activation applied to each output row, with its per-channel parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,8 +332,10 @@ fn matmul(
     rhs_rs: usize,
     threaded: bool,
 ) {
-    let fits = dst.len() >= m * n && lhs.len() >= m * k;
-    if let Some(rows) = team_rows(m * n * k, m).filter(|_| threaded && fits) {
+    let fits =
+        dst.len() >= m * n && lhs.len() >= m * k && (k == 0 || rhs.len() >= (k - 1) * rhs_rs + n);
+    let share = |len: usize| team_share(m * n * k, len).filter(|_| threaded && fits);
+    if let Some(rows) = share(m) {
         // One product per thread of the team, each on its rows of `lhs` and `dst`.
         let part = |i: usize, len: usize| (&lhs[i * rows * k..], (len / n, n, k));
         match dst {
@@ -343,6 +345,22 @@ fn matmul(
             }),
             Dst::Add(d) => for_each_chunk(&mut d[..m * n], rows * n, 1, |i, d| {
                 let (lhs, shape) = part(i, d.len());
+                matmul(Dst::Add(d), lhs, rhs, shape, rhs_rs, false)
+            }),
+        }
+        return;
+    }
+    if let Some(cols) = share(n / 16).filter(|_| m == 1).map(|c| c * 16) {
+        // A single row (a batch-1 dense layer, which reads more weights than it computes):
+        // its columns over the team, each task reading its own columns of `rhs`.
+        let part = |i: usize, len: usize| (&rhs[i * cols..], (1, len, k));
+        match dst {
+            Dst::Write(d) => for_each_chunk(&mut d[..n], cols, 1, |i, d| {
+                let (rhs, shape) = part(i, d.len());
+                matmul(Dst::Write(d), lhs, rhs, shape, rhs_rs, false)
+            }),
+            Dst::Add(d) => for_each_chunk(&mut d[..n], cols, 1, |i, d| {
+                let (rhs, shape) = part(i, d.len());
                 matmul(Dst::Add(d), lhs, rhs, shape, rhs_rs, false)
             }),
         }

@@ -121,7 +121,7 @@ pub(crate) const GEMM_PARALLEL_MACS: usize = 16 << 20;
 
 /// `gemm`'s parallelism for a product of `macs` multiply-adds called from here: the current
 /// pool's threads, or none for a product under [`GEMM_PARALLEL_MACS`] or on a team (which
-/// splits products itself, see [`team_rows`]).
+/// splits products itself, see [`team_share`]).
 pub(crate) fn gemm_parallelism(macs: usize) -> gemm::Parallelism {
     match current_threads() {
         0 | 1 => gemm::Parallelism::None,
@@ -144,15 +144,15 @@ pub(crate) fn grain(work: usize) -> usize {
     (values / work.max(1)).max(1)
 }
 
-/// On a team, how many of the `m` rows of a product of `macs` multiply-adds each task takes
-/// (each of the team's threads runs one `gemm` on its rows); `None` when the product is not
-/// worth splitting or no team runs here.
-pub(crate) fn team_rows(macs: usize, m: usize) -> Option<usize> {
+/// On a team, how many of the `len` parts (rows or column blocks) of a product of `macs`
+/// multiply-adds each task takes (each of the team's threads runs one `gemm` on its parts);
+/// `None` when the product is not worth splitting or no team runs here.
+pub(crate) fn team_share(macs: usize, len: usize) -> Option<usize> {
     if !in_team() {
         return None;
     }
-    let tasks = tasks_for(macs, TEAM_MACS).min(m);
-    (tasks > 1).then(|| m.div_ceil(tasks))
+    let tasks = tasks_for(macs, TEAM_MACS).min(len);
+    (tasks > 1).then(|| len.div_ceil(tasks))
 }
 
 /// Whether a parallel loop started here runs on a team (see [`ThreadPool::install`]).
@@ -447,8 +447,8 @@ mod tests {
             pool.install(|| gemm_parallelism(1 << 30)),
             gemm::Parallelism::None
         ));
-        assert_eq!(pool.install(|| team_rows(1 << 30, 64)), Some(22));
-        assert_eq!(pool.install(|| team_rows(TEAM_MACS, 64)), None);
+        assert_eq!(pool.install(|| team_share(1 << 30, 64)), Some(22));
+        assert_eq!(pool.install(|| team_share(TEAM_MACS, 64)), None);
         // Without a team, `gemm` gets the pool's threads from GEMM_PARALLEL_MACS.
         let rayon = pool.pool.as_deref().unwrap();
         assert!(matches!(
@@ -459,13 +459,13 @@ mod tests {
             rayon.install(|| gemm_parallelism(GEMM_PARALLEL_MACS - 1)),
             gemm::Parallelism::None
         ));
-        assert_eq!(rayon.install(|| team_rows(1 << 30, 64)), None);
+        assert_eq!(rayon.install(|| team_share(1 << 30, 64)), None);
         let one = ThreadPool::new(1).unwrap();
         assert!(matches!(
             one.install(|| gemm_parallelism(1 << 30)),
             gemm::Parallelism::None
         ));
-        assert_eq!(one.install(|| team_rows(1 << 30, 64)), None);
+        assert_eq!(one.install(|| team_share(1 << 30, 64)), None);
         assert_eq!(ThreadPool::new(0).unwrap().threads(), current_threads());
     }
 
