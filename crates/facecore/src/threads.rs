@@ -1,9 +1,8 @@
 //! How many threads the library uses.
 //!
-//! Every kernel of [`layers`](crate::layers) runs on the rayon thread pool it is called from:
-//! its own loops are rayon iterators, and its matrix products hand `gemm` as many threads as that
-//! pool has (none when it has one). The pool is rayon's global one (all cores, or
-//! `RAYON_NUM_THREADS`) unless the caller runs the work inside [`ThreadPool::install`]:
+//! Every kernel of [`layers`](crate::layers) runs on the rayon thread pool it is called from.
+//! The pool is rayon's global one (all cores, or `RAYON_NUM_THREADS`) unless the caller runs
+//! the work inside [`ThreadPool::install`]:
 //!
 //! ```
 //! use facecore::threads::ThreadPool;
@@ -14,15 +13,22 @@
 //! # Ok::<(), facecore::Error>(())
 //! ```
 //!
-//! Work is only ever split at one level at a time (a kernel either runs its own rayon loop or a
-//! threaded `gemm`, never a threaded `gemm` inside a rayon loop), so the pool's size bounds the
+//! Inside `install` the pool's other threads form a team for the duration of the work: they
+//! spin between the kernels' parallel loops (briefly; then they sleep until the next loop), so
+//! that the many small layers of a small model split over the threads without a wake-up
+//! through the operating system each. Called outside `install`, the kernels split only large
+//! layers, over rayon's pool.
+//!
+//! Work is only ever split at one level at a time (a loop inside a task of another loop runs
+//! serially, and a threaded `gemm` never runs inside a loop), so the pool's size bounds the
 //! number of busy threads: there is no nested oversubscription.
 //!
 //! One thing escapes the pool: candle 0.11 splits its own element-wise operations on tensors of
-//! 64K values or more (the residual additions and poolings of the models) over a private pool
-//! sized once, at first use, from `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the
-//! physical cores). Set `CANDLE_NUM_THREADS=1` in the environment to keep a one-thread pool's
-//! work on one core.
+//! 64K values or more over a private pool sized once, at first use, from `CANDLE_NUM_THREADS`
+//! (else `RAYON_NUM_THREADS`, else the physical cores). The models do their large additions and
+//! activations with the kernels ([`Activation::apply_sum`](crate::layers::Activation::apply_sum)),
+//! but set `CANDLE_NUM_THREADS=1` in the environment to keep a one-thread pool's work on one
+//! core.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
