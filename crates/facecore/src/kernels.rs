@@ -7,8 +7,8 @@
 //! reused zero-padded buffer split by stride phase, then computes the whole plane as contiguous
 //! runs of 64 outputs held in registers across the window's taps (fused multiply-adds, the taps
 //! unrolled for kernels up to 7x7). The bias, the residual and the activation run on each output
-//! row while it is still in cache. Every kernel runs on the current rayon pool (see
-//! [`threads`](crate::threads)).
+//! row while it is still in cache. Every kernel splits its work over the current pool's team,
+//! or over rayon's pool outside one (see [`threads`](crate::threads)).
 
 use std::mem::MaybeUninit;
 
