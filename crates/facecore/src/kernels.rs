@@ -318,6 +318,15 @@ impl Dst<'_> {
             Self::Add(d) => d.len(),
         }
     }
+
+    /// Calls `f(i, part)` on the `chunk`-long parts of the first `len` values, in parallel (see
+    /// [`for_each_chunk`]), each part of the same kind as `self`.
+    fn split(self, len: usize, chunk: usize, f: impl Fn(usize, Dst) + Sync) {
+        match self {
+            Self::Write(d) => for_each_chunk(&mut d[..len], chunk, 1, |i, d| f(i, Dst::Write(d))),
+            Self::Add(d) => for_each_chunk(&mut d[..len], chunk, 1, |i, d| f(i, Dst::Add(d))),
+        }
+    }
 }
 
 /// `dst (m x n, row-major) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`, plus
@@ -337,33 +346,26 @@ fn matmul(
     let share = |len: usize| team_share(m * n * k, len).filter(|_| threaded && fits);
     if let Some(rows) = share(m) {
         // One product per thread of the team, each on its rows of `lhs` and `dst`.
-        let part = |i: usize, len: usize| (&lhs[i * rows * k..], (len / n, n, k));
-        match dst {
-            Dst::Write(d) => for_each_chunk(&mut d[..m * n], rows * n, 1, |i, d| {
-                let (lhs, shape) = part(i, d.len());
-                matmul(Dst::Write(d), lhs, rhs, shape, rhs_rs, false)
-            }),
-            Dst::Add(d) => for_each_chunk(&mut d[..m * n], rows * n, 1, |i, d| {
-                let (lhs, shape) = part(i, d.len());
-                matmul(Dst::Add(d), lhs, rhs, shape, rhs_rs, false)
-            }),
-        }
+        dst.split(m * n, rows * n, |i, d| {
+            let part_rows = d.len() / n;
+            matmul(
+                d,
+                &lhs[i * rows * k..],
+                rhs,
+                (part_rows, n, k),
+                rhs_rs,
+                false,
+            )
+        });
         return;
     }
     if let Some(cols) = share(n / 16).filter(|_| m == 1).map(|c| c * 16) {
         // A single row (a batch-1 dense layer, which reads more weights than it computes):
         // its columns over the team, each task reading its own columns of `rhs`.
-        let part = |i: usize, len: usize| (&rhs[i * cols..], (1, len, k));
-        match dst {
-            Dst::Write(d) => for_each_chunk(&mut d[..n], cols, 1, |i, d| {
-                let (rhs, shape) = part(i, d.len());
-                matmul(Dst::Write(d), lhs, rhs, shape, rhs_rs, false)
-            }),
-            Dst::Add(d) => for_each_chunk(&mut d[..n], cols, 1, |i, d| {
-                let (rhs, shape) = part(i, d.len());
-                matmul(Dst::Add(d), lhs, rhs, shape, rhs_rs, false)
-            }),
-        }
+        dst.split(n, cols, |i, d| {
+            let width = d.len();
+            matmul(d, lhs, &rhs[i * cols..], (1, width, k), rhs_rs, false)
+        });
         return;
     }
     let (dst, dst_len, accumulate) = match dst {

@@ -1343,9 +1343,9 @@ mod tests {
         let one_image = xs.narrow(0, 0, 1).unwrap();
         let other = xs.sin().unwrap();
         let pool = Pool2d::max(3, 2).with_padding(Padding::Same);
-        // Products of one row split by columns, of several rows by rows.
+        // Products of one row split by columns, of several rows by rows (2 + 2 + 1).
         let linear = Linear::new(r(&[500, 600]), Some(r(&[500]))).unwrap();
-        let (row, rows) = (r(&[1, 600]), r(&[3, 600]));
+        let (row, rows) = (r(&[1, 600]), r(&[5, 600]));
         type Layer<'a> = Box<dyn Fn() -> Tensor + Sync + 'a>;
         let layers: Vec<(&str, Layer)> = vec![
             ("3x3", Box::new(|| dense.forward(&xs).unwrap())),
