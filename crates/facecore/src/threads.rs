@@ -183,7 +183,7 @@ thread_local! {
 /// parallel loops of the kernels it calls. Without other threads, or when this thread already
 /// leads a team, `work` just runs.
 fn with_team<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    let threads = rayon::current_num_threads();
+    let threads = current_threads();
     if threads <= 1 || TEAM.with_borrow(Option::is_some) {
         return work();
     }
