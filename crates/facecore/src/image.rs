@@ -136,26 +136,43 @@ pub fn image_to_tensor(
         ChannelOrder::Rgb => c,
         ChannelOrder::Bgr => 2 - c,
     };
-    for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
-        chunk.fill((pad - norm.mean[c]) / norm.std[c]);
+    if (rw, rh) != (out_w, out_h) {
+        for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
+            chunk.fill((pad - norm.mean[c]) / norm.std[c]);
+        }
     }
-    let xs = sample_positions(w as usize, rw as usize);
-    let ys = sample_positions(h as usize, rh as usize);
-    for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
-        let row = (oy as usize + dy) * out_w as usize + ox as usize;
-        for (dx, &(x0, x1, fx)) in xs.iter().enumerate() {
-            // The indices are below the image's width and height, which are u32.
-            let (x0, x1, y0, y1) = (x0 as u32, x1 as u32, y0 as u32, y1 as u32);
-            let p00 = img.get_pixel(x0, y0).0;
-            let p01 = img.get_pixel(x1, y0).0;
-            let p10 = img.get_pixel(x0, y1).0;
-            let p11 = img.get_pixel(x1, y1).0;
-            for c in 0..3 {
-                let src = channel_of(c);
-                let top = p00[src] as f32 + (p01[src] as f32 - p00[src] as f32) * fx;
-                let bottom = p10[src] as f32 + (p11[src] as f32 - p10[src] as f32) * fx;
-                let v = top + (bottom - top) * fy;
-                data[c * plane + row + dx] = (v - norm.mean[c]) / norm.std[c];
+    if (rw, rh) == (w, h) {
+        // Sampling at the image's own size reads each pixel with weight 0 on its neighbours,
+        // which gives the pixel's value exactly: convert the pixels directly.
+        for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
+            let (src, mean, std) = (channel_of(c), norm.mean[c], norm.std[c]);
+            let rows = chunk[oy as usize * out_w as usize..].chunks_mut(out_w as usize);
+            for (row, pixels) in rows.zip(img.as_raw().chunks_exact(3 * w as usize)) {
+                let row = &mut row[ox as usize..ox as usize + w as usize];
+                for (v, p) in row.iter_mut().zip(pixels.chunks_exact(3)) {
+                    *v = (p[src] as f32 - mean) / std;
+                }
+            }
+        }
+    } else {
+        let xs = sample_positions(w as usize, rw as usize);
+        let ys = sample_positions(h as usize, rh as usize);
+        for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
+            let row = (oy as usize + dy) * out_w as usize + ox as usize;
+            for (dx, &(x0, x1, fx)) in xs.iter().enumerate() {
+                // The indices are below the image's width and height, which are u32.
+                let (x0, x1, y0, y1) = (x0 as u32, x1 as u32, y0 as u32, y1 as u32);
+                let p00 = img.get_pixel(x0, y0).0;
+                let p01 = img.get_pixel(x1, y0).0;
+                let p10 = img.get_pixel(x0, y1).0;
+                let p11 = img.get_pixel(x1, y1).0;
+                for c in 0..3 {
+                    let src = channel_of(c);
+                    let top = p00[src] as f32 + (p01[src] as f32 - p00[src] as f32) * fx;
+                    let bottom = p10[src] as f32 + (p11[src] as f32 - p10[src] as f32) * fx;
+                    let v = top + (bottom - top) * fy;
+                    data[c * plane + row + dx] = (v - norm.mean[c]) / norm.std[c];
+                }
             }
         }
     }
@@ -400,6 +417,39 @@ mod tests {
         assert_eq!((p.x, p.y), (20.0, 10.0));
         let v: Vec<Vec<Vec<f32>>> = t.squeeze(0).unwrap().to_vec3().unwrap();
         assert_eq!(v[0][0][0], 0.0, "padding is 127.5 before normalisation");
+    }
+
+    #[test]
+    fn letterbox_at_the_image_size_copies_pixels_between_the_bands() {
+        let img = ramp(4, 2);
+        let norm = Normalization {
+            order: ChannelOrder::Rgb,
+            mean: [10.0, 0.0, 0.0],
+            std: [2.0, 1.0, 1.0],
+        };
+        let letterbox = Resize::Letterbox {
+            width: 4,
+            height: 4,
+            pad: 0.0,
+        };
+        let (t, tr) = image_to_tensor(&img, letterbox, &norm, &Device::Cpu).unwrap();
+        assert_eq!((tr.scale_x, tr.offset_y), (1.0, 1.0));
+        let v: Vec<Vec<Vec<f32>>> = t.squeeze(0).unwrap().to_vec3().unwrap();
+        for (y, row) in v[0].iter().enumerate() {
+            let expected: Vec<f32> = (0..4)
+                .map(|x| match y {
+                    1 | 2 => (img.get_pixel(x, y as u32 - 1)[0] as f32 - 10.0) / 2.0,
+                    _ => -5.0,
+                })
+                .collect();
+            assert_eq!(row, &expected, "row {y}");
+        }
+        assert_eq!(
+            v[1][2],
+            vec![10.0; 4],
+            "the image's second row, one band down"
+        );
+        assert_eq!(v[1][3], vec![0.0; 4]);
     }
 
     #[test]
