@@ -631,6 +631,250 @@ pub(crate) fn dense_columns(
     out
 }
 
+/// Outputs in one panel of a [`QuantizedWeight`]: one vector register of f32 on AVX-512.
+const PANEL: usize = 16;
+
+/// A dense layer's weight (`outputs x inputs`) as int8 values with a scale and a zero point
+/// per block of `block` consecutive inputs of each output: weight `(o, i)` is `(q(o, i) -
+/// zero(o, b)) * scale(o, b)` in f32, `b = i / block`, as ONNX `DequantizeLinear` computes it
+/// with `block_size` on the input axis.
+///
+/// Held in panels of [`PANEL`] outputs (the last one padded with zero weights), each input's
+/// values for the panel's outputs side by side, so that a product reads the int8 values in
+/// order and every input value multiplies one register of weights; the scales and zero points
+/// (as f32) side by side the same way, per block.
+#[derive(Debug, Clone)]
+pub(crate) struct QuantizedWeight {
+    /// `[panel][input][PANEL]`.
+    values: Vec<i8>,
+    /// `[panel][block][PANEL]`.
+    scales: Vec<f32>,
+    /// `[panel][block][PANEL]`.
+    zero_points: Vec<f32>,
+    block: usize,
+    outputs: usize,
+    inputs: usize,
+}
+
+impl QuantizedWeight {
+    /// The weight from `values` (`outputs x inputs`, row-major) and the `scales` and
+    /// `zero_points` of each output's blocks (`outputs x inputs / block`, row-major), or what is
+    /// inconsistent about them: `block` must divide `inputs`, and the lengths must match.
+    pub fn new(
+        values: &[i8],
+        (outputs, inputs): (usize, usize),
+        scales: &[f32],
+        zero_points: &[i8],
+        block: usize,
+    ) -> Result<Self, String> {
+        if block == 0 || inputs % block != 0 {
+            return Err(format!(
+                "blocks of {block} values do not divide {inputs} inputs"
+            ));
+        }
+        let blocks = inputs / block;
+        if values.len() != outputs * inputs
+            || scales.len() != outputs * blocks
+            || zero_points.len() != outputs * blocks
+        {
+            return Err(format!(
+                "{} values, {} scales and {} zero points for a {outputs} x {inputs} weight in \
+                 blocks of {block}",
+                values.len(),
+                scales.len(),
+                zero_points.len()
+            ));
+        }
+        let panels = outputs.div_ceil(PANEL);
+        let mut packed = Self {
+            values: vec![0; panels * inputs * PANEL],
+            scales: vec![0.; panels * blocks * PANEL],
+            zero_points: vec![0.; panels * blocks * PANEL],
+            block,
+            outputs,
+            inputs,
+        };
+        for o in 0..outputs {
+            let (p, l) = (o / PANEL, o % PANEL);
+            for (i, &q) in values[o * inputs..(o + 1) * inputs].iter().enumerate() {
+                packed.values[(p * inputs + i) * PANEL + l] = q;
+            }
+            for b in 0..blocks {
+                let at = (p * blocks + b) * PANEL + l;
+                packed.scales[at] = scales[o * blocks + b];
+                packed.zero_points[at] = zero_points[o * blocks + b] as f32;
+            }
+        }
+        Ok(packed)
+    }
+
+    /// `(outputs, inputs)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.outputs, self.inputs)
+    }
+
+    /// The dequantised weight, `outputs x inputs` row-major.
+    pub fn dequantized(&self) -> Vec<f32> {
+        let (n, blocks) = (self.inputs, self.inputs / self.block);
+        let mut out = Vec::with_capacity(self.outputs * n);
+        for o in 0..self.outputs {
+            let (p, l) = (o / PANEL, o % PANEL);
+            out.extend((0..n).map(|i| {
+                let at = (p * blocks + i / self.block) * PANEL + l;
+                let q = self.values[(p * n + i) * PANEL + l] as f32;
+                (q - self.zero_points[at]) * self.scales[at]
+            }));
+        }
+        out
+    }
+}
+
+/// A dense layer with a block-quantised weight: `input` (`rows x inputs`, row-major) times
+/// the dequantised weight transposed, plus `bias` (`[outputs]`, or empty): `rows x outputs`.
+/// It reads the int8 values, a quarter of the bytes of the f32 weight, which bound a batch-1
+/// dense layer, and applies each block's zero point and scale to the block's sum (see
+/// [`quantized_tile`]); the panels are split over the team's threads.
+pub(crate) fn dense_quantized(
+    input: &[f32],
+    weight: &QuantizedWeight,
+    bias: &[f32],
+    rows: usize,
+) -> Vec<f32> {
+    let (outputs, inputs) = weight.dims();
+    let input = &input[..rows * inputs];
+    let panels = outputs.div_ceil(PANEL);
+    // `[panel][row][PANEL]`, so that each task writes one run of whole panels.
+    let mut out_p = vec![0f32; panels * rows * PANEL];
+    if rows > 0 && inputs > 0 {
+        let rows = QuantizedRows {
+            values: input,
+            rows,
+            block_sums: &input
+                .chunks_exact(weight.block)
+                .map(|x| lane_sum(x, |v| v))
+                .collect::<Vec<_>>(),
+        };
+        let share = team_share(rows.rows * inputs * outputs, panels).unwrap_or(panels);
+        for_each_chunk(&mut out_p, share * rows.rows * PANEL, 1, |t, part| {
+            Vectorized::Quantized(weight, &rows, t * share, part).run()
+        });
+    }
+    let mut out = Vec::with_capacity(rows * outputs);
+    for r in 0..rows {
+        out.extend((0..outputs).map(|o| {
+            out_p[((o / PANEL) * rows + r) * PANEL + o % PANEL] + bias.get(o).copied().unwrap_or(0.)
+        }));
+    }
+    out
+}
+
+/// The panels `first..` of [`dense_quantized`] for the `rows` rows of `input`, into `out_p`
+/// (`[panel][row][PANEL]`, as many panels as it holds).
+#[inline(always)]
+fn quantized_panels(
+    weight: &QuantizedWeight,
+    input: &QuantizedRows,
+    first: usize,
+    out_p: &mut [f32],
+) {
+    for (i, out) in out_p.chunks_exact_mut(input.rows * PANEL).enumerate() {
+        let mut r = 0;
+        while r < input.rows {
+            r += match input.rows - r {
+                4.. => quantized_tile::<4>(weight, first + i, (input, r), out),
+                _ => quantized_tile::<1>(weight, first + i, (input, r), out),
+            };
+        }
+    }
+}
+
+/// The input of [`dense_quantized`]: `rows` rows of the layer's inputs, and the sum of each
+/// row's values over each block of the weight (`[row][block]`).
+struct QuantizedRows<'a> {
+    values: &'a [f32],
+    rows: usize,
+    block_sums: &'a [f32],
+}
+
+/// Inputs taken together by [`quantized_tile`]: that many independent sums per row, so that
+/// one row's multiply-adds do not wait on each other.
+const QUANTIZED_UNROLL: usize = 4;
+
+/// Rows `row..row + R` of `input` times panel `panel`, into `out` (`[row][PANEL]`, the
+/// panel's part of the output); returns `R`. In each block the int8 values (exact in f32)
+/// multiply one broadcast input value per row; the zero points times the rows' block sums
+/// come off the block's sums, which are then scaled by its scales: the dequantised products,
+/// grouped by block.
+#[inline(always)]
+fn quantized_tile<const R: usize>(
+    weight: &QuantizedWeight,
+    panel: usize,
+    (input, row): (&QuantizedRows, usize),
+    out: &mut [f32],
+) -> usize {
+    let (n, block) = (weight.inputs, weight.block);
+    let blocks = n / block;
+    let mut totals = [[0f32; PANEL]; R];
+    for b in 0..blocks {
+        let (start, end) = (b * block, (b + 1) * block);
+        let values = &weight.values[(panel * n + start) * PANEL..(panel * n + end) * PANEL];
+        let xs: [&[f32]; R] =
+            std::array::from_fn(|i| &input.values[(row + i) * n + start..(row + i) * n + end]);
+        let at = (panel * blocks + b) * PANEL;
+        let (scale, zero) = (
+            &weight.scales[at..at + PANEL],
+            &weight.zero_points[at..at + PANEL],
+        );
+        let mut sums = [[[0f32; PANEL]; R]; QUANTIZED_UNROLL];
+        let steps = values.chunks_exact(QUANTIZED_UNROLL * PANEL);
+        let rest = steps.remainder();
+        for (j, step) in steps.enumerate() {
+            for (u, (sums, q)) in sums.iter_mut().zip(step.chunks_exact(PANEL)).enumerate() {
+                quantized_step(sums, q, &xs, j * QUANTIZED_UNROLL + u);
+            }
+        }
+        let done = block / QUANTIZED_UNROLL * QUANTIZED_UNROLL;
+        for (j, q) in rest.chunks_exact(PANEL).enumerate() {
+            quantized_step(&mut sums[0], q, &xs, done + j);
+        }
+        for (i, total) in totals.iter_mut().enumerate() {
+            let x_sum = input.block_sums[(row + i) * blocks + b];
+            for (l, (t, (s, z))) in total.iter_mut().zip(scale.iter().zip(zero)).enumerate() {
+                let sum: f32 = sums.iter().map(|u| u[i][l]).sum();
+                *t = s.mul_add(z.mul_add(-x_sum, sum), *t);
+            }
+        }
+    }
+    for (out, total) in out[row * PANEL..(row + R) * PANEL]
+        .chunks_exact_mut(PANEL)
+        .zip(&totals)
+    {
+        out.copy_from_slice(total);
+    }
+    R
+}
+
+/// Input `k` of a block of [`quantized_tile`]: the panel's int8 weights of it (`values`,
+/// `PANEL` of them) times `xs[i][k]`, added to `sums[i]`.
+#[inline(always)]
+fn quantized_step<const R: usize>(
+    sums: &mut [[f32; PANEL]; R],
+    values: &[i8],
+    xs: &[&[f32]; R],
+    k: usize,
+) {
+    let mut w = [0f32; PANEL];
+    for (w, &q) in w.iter_mut().zip(values) {
+        *w = q as f32;
+    }
+    for (sums, x) in sums.iter_mut().zip(xs) {
+        let x = x[k];
+        sums.iter_mut()
+            .zip(&w)
+            .for_each(|(a, w)| *a = w.mul_add(x, *a));
+    }
+}
+
 /// A layer norm of each row of `input` (rows of `scale.len()` values): `(x - mean) /
 /// sqrt(var + eps) * scale + offset` (`offset` empty for none), the variance taken about the
 /// mean.
@@ -1116,6 +1360,14 @@ enum Vectorized<'a> {
     Im2col(&'a Geometry, &'a [f32], &'a mut [f32]),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
+    /// Panels of a block-quantised dense layer: `(weight, input, first panel, out_p)`
+    /// (see [`quantized_panels`]).
+    Quantized(
+        &'a QuantizedWeight,
+        &'a QuantizedRows<'a>,
+        usize,
+        &'a mut [f32],
+    ),
     /// One row of a layer norm: `(row, scale, offset, eps)`.
     LayerNorm(&'a mut [f32], &'a [f32], &'a [f32], f32),
     /// One output row of channel `channel` completed: the bias (and the residual row if it
@@ -1147,6 +1399,9 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::Im2col(g, plane, rows) => im2col_plane(g, plane, rows),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
+            Self::Quantized(weight, input, first, out_p) => {
+                quantized_panels(weight, input, first, out_p)
+            }
             Self::LayerNorm(row, scale, offset, eps) => layer_norm_row(row, scale, offset, eps),
             Self::Finish(epilogue, channel, row, bias, residual) => {
                 finish_sum(epilogue, channel, row, bias, residual)

@@ -33,8 +33,11 @@
 //! `_moving_mean`, `_moving_var`), PReLU slopes (`conv_1_relu_gamma`), the input scalars
 //! `scalar_op1`, `scalar_op2`; and every convolution kernel and the fully connected layer as
 //! int8 with blocked scales: `W_quantized` (int8), `W_scales` (f32), `W_zero_point` (int8),
-//! `W_shape` (int64). They are dequantised at load exactly as the graph's `DequantizeLinear`
-//! and `Reshape` do ([`dequantize_blocked`]), then batch norm is folded into the kernels.
+//! `W_shape` (int64). The convolutions' are dequantised at load exactly as the graph's
+//! `DequantizeLinear` and `Reshape` do ([`dequantize_blocked`]), then batch norm is folded into
+//! the kernels; the fully connected layer's (6.4M values, whose reads bound the network at
+//! batch 1) stays int8 and is dequantised the same way as it is read
+//! ([`facecore::layers::QuantizedLinear`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -43,7 +46,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{BatchNorm, VarBuilder};
 use facecore::geometry::{Affine2, Keypoints5, Point};
 use facecore::image::{image_to_tensor, warp_affine, ChannelOrder, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Linear};
+use facecore::layers::{Activation, Conv2d, Conv2dSpec, QuantizedLinear};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
@@ -173,9 +176,24 @@ pub fn dequantize_blocked(
     Ok(out)
 }
 
-/// Reads the weights file and returns its tensors as f32, every `W_quantized` group replaced
-/// by the dequantised, reshaped `W`.
-fn load_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<String, Tensor>> {
+/// The quantised weight kept as int8 and read so by [`QuantizedLinear`]: the fully connected
+/// layer's, 6.4M values, whose f32 reads bound the network at batch 1. Every other quantised
+/// tensor is dequantised at load.
+const KEPT_QUANTIZED: &str = "pre_fc1_weight";
+
+/// The weights file's tensors: as f32, every `W_quantized` group replaced by the dequantised,
+/// reshaped `W`, except [`KEPT_QUANTIZED`], returned as the layer it is.
+struct Tensors {
+    floats: HashMap<String, Tensor>,
+    pre_fc1_weight: Option<QuantizedWeight>,
+}
+
+/// A quantised matrix as the file holds it: `(values, [rows, columns], scales, zero points,
+/// scales' shape)`.
+type QuantizedWeight = (Vec<i8>, Vec<usize>, Vec<f32>, Vec<i8>, Vec<usize>);
+
+/// Reads the weights file (see [`Tensors`]).
+fn load_tensors(source: &WeightsSource, device: &Device) -> Result<Tensors> {
     let file = WEIGHTS.name;
     let bytes: Cow<[u8]> = match source {
         WeightsSource::Embedded => Cow::Borrowed(WEIGHTS.embedded),
@@ -208,7 +226,7 @@ fn load_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<Strin
         }
         Ok(v)
     };
-    let mut out = HashMap::new();
+    let (mut out, mut pre_fc1_weight) = (HashMap::new(), None);
     for name in st.names() {
         if let Some(base) = name.strip_suffix("_quantized") {
             let q = view(name, Dtype::I8)?;
@@ -222,14 +240,29 @@ fn load_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<Strin
                 .map(|d| usize::try_from(d).map_err(|_| tensor_err(&shape_name, format!("{d}"))))
                 .collect::<std::result::Result<_, _>>()?;
             let i8s = |d: &[u8]| d.iter().map(|&b| b as i8).collect::<Vec<_>>();
-            let values = dequantize_blocked(
-                &i8s(q.data()),
-                q.shape(),
-                &f32s(s.data()),
-                &i8s(z.data()),
-                s.shape(),
-            )
-            .map_err(|reason| tensor_err(name, reason))?;
+            let (values, scales) = (i8s(q.data()), f32s(s.data()));
+            if let Some(bad) = scales.iter().find(|v| !v.is_finite()) {
+                return Err(tensor_err(name, format!("has a non-finite scale ({bad})")).into());
+            }
+            if base == KEPT_QUANTIZED {
+                let matrix_of_rows = |dims: &[usize]| dims.len() == 2 && dims[0] == shape[0];
+                if shape != q.shape() || !matrix_of_rows(&shape) || !matrix_of_rows(s.shape()) {
+                    return Err(tensor_err(
+                        name,
+                        format!(
+                            "a matrix of shape {shape:?} stored as {:?} with scales {:?}",
+                            q.shape(),
+                            s.shape()
+                        ),
+                    )
+                    .into());
+                }
+                let matrix = (values, shape, scales, i8s(z.data()), s.shape().to_vec());
+                pre_fc1_weight = Some(matrix);
+                continue;
+            }
+            let values = dequantize_blocked(&values, q.shape(), &scales, &i8s(z.data()), s.shape())
+                .map_err(|reason| tensor_err(name, reason))?;
             if values.len() != shape.iter().product::<usize>() {
                 return Err(tensor_err(
                     name,
@@ -247,7 +280,8 @@ fn load_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<Strin
             }
         }
     }
-    out.into_iter()
+    let floats = out
+        .into_iter()
         .map(|(name, (values, shape))| {
             if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
                 return Err(tensor_err(&name, format!("holds a non-finite value ({bad})")).into());
@@ -255,7 +289,11 @@ fn load_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<Strin
             let t = Tensor::from_vec(values, shape, device)?;
             Ok((name, t))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Tensors {
+        floats,
+        pre_fc1_weight,
+    })
 }
 
 fn f32s(data: &[u8]) -> Vec<f32> {
@@ -272,7 +310,7 @@ pub struct SFaceNet {
     conv_1: Conv2d,
     blocks: Vec<(Conv2d, Conv2d)>,
     bn1: BatchNorm,
-    pre_fc1: Linear,
+    pre_fc1: QuantizedLinear,
     fc1: BatchNorm,
 }
 
@@ -321,8 +359,9 @@ fn mxnet_batch_norm(vb: &VarBuilder<'static>) -> VarBuilder<'static> {
 }
 
 impl SFaceNet {
-    /// Builds the network from dequantised tensors under the ONNX initializers' names.
-    pub fn new(vb: VarBuilder<'static>) -> candle_core::Result<Self> {
+    /// Builds the network from dequantised tensors under the ONNX initializers' names and the
+    /// fully connected layer `pre_fc1` (1024 x 7 x 7 → 128, kept as int8 by [`SFace::load`]).
+    pub fn new(vb: VarBuilder<'static>, pre_fc1: QuantizedLinear) -> candle_core::Result<Self> {
         let conv_1 = conv_bn_prelu(&vb, "conv_1", Conv2dSpec::new(3, 32, 3, 1))?;
         let blocks = BLOCKS
             .iter()
@@ -340,19 +379,21 @@ impl SFaceNet {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let bn = mxnet_batch_norm(&vb);
         let (channels, cells) = (1024, 7 * 7);
+        if pre_fc1.dims() != (EMBEDDING_DIM, channels * cells) {
+            candle_core::bail!(
+                "pre_fc1 maps {} inputs to {}, expected {} to {EMBEDDING_DIM}",
+                pre_fc1.dims().1,
+                pre_fc1.dims().0,
+                channels * cells
+            );
+        }
         Ok(Self {
             input_mean: vb.get(1, "scalar_op1")?,
             input_scale: vb.get(1, "scalar_op2")?,
             conv_1,
             blocks,
             bn1: candle_nn::batch_norm(channels, HEAD_BN_EPS, bn.pp("bn1"))?,
-            pre_fc1: {
-                let fc = onnx_names(&vb).pp("pre_fc1");
-                Linear::new(
-                    fc.get((EMBEDDING_DIM, channels * cells), "weight")?,
-                    Some(fc.get(EMBEDDING_DIM, "bias")?),
-                )?
-            },
+            pre_fc1,
             fc1: candle_nn::batch_norm(EMBEDDING_DIM, HEAD_BN_EPS, bn.pp("fc1"))?,
         })
     }
@@ -386,8 +427,23 @@ impl SFace {
     pub fn load(source: &WeightsSource) -> Result<Self> {
         let device = Device::Cpu;
         let tensors = load_tensors(source, &device)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let net = SFaceNet::new(vb)?;
+        let vb = VarBuilder::from_tensors(tensors.floats, DType::F32, &device);
+        let Some((values, shape, scales, zero_points, scale_shape)) = tensors.pre_fc1_weight else {
+            return Err(facecore::Error::WeightsTensor {
+                file: WEIGHTS.name.to_string(),
+                tensor: format!("{KEPT_QUANTIZED}_quantized"),
+                reason: "missing".to_string(),
+            }
+            .into());
+        };
+        let block = shape[1] / scale_shape[1].max(1);
+        let pre_fc1 = QuantizedLinear::new(
+            &values,
+            (shape[0], shape[1]),
+            (&scales, &zero_points, block),
+            Some(vb.get(EMBEDDING_DIM, "pre_fc1_bias")?.to_vec1()?),
+        )?;
+        let net = SFaceNet::new(vb, pre_fc1)?;
         Ok(Self { net, device })
     }
 
