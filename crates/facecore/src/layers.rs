@@ -1490,7 +1490,10 @@ mod tests {
         let one_image = xs.narrow(0, 0, 1).unwrap();
         let other = xs.sin().unwrap();
         let pool = Pool2d::max(3, 2).with_padding(Padding::Same);
-        // Products of one row split by columns, of several rows by rows (2 + 2 + 1).
+        // Products of one row split by columns, of several rows wider than tall by column
+        // blocks, of several rows no wider than tall by rows (2 + 2 + 1).
+        let narrow = Linear::new(r(&[4, 10_000]), None).unwrap();
+        let tall = r(&[5, 10_000]);
         let linear = Linear::new(r(&[500, 600]), Some(r(&[500]))).unwrap();
         let (row, rows) = (r(&[1, 600]), r(&[5, 600]));
         let (quantized, _) = quantized_layer((500, 600, 60), 3, None);
@@ -1512,6 +1515,7 @@ mod tests {
             ),
             ("dense row", Box::new(|| linear.forward(&row).unwrap())),
             ("dense rows", Box::new(|| linear.forward(&rows).unwrap())),
+            ("dense narrow", Box::new(|| narrow.forward(&tall).unwrap())),
             (
                 "quantized row",
                 Box::new(|| quantized.forward(&row).unwrap()),
