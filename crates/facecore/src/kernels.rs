@@ -347,8 +347,8 @@ fn matmul(
     // A product much wider than tall (a convolution's few output channels over many
     // positions) splits by columns, each task reading its columns of `rhs`, the larger
     // operand, and all of `lhs`; otherwise by rows, each task reading all of `rhs`. Splitting
-    // by rows, every task packed the whole image matrix (RetinaFace at two threads: 22–23 ms
-    // by rows, 17–19 ms by columns); by columns, the small products of the blendshapes (96
+    // by rows, every task packed the whole image matrix (RetinaFace at two threads: 22–28 ms
+    // by rows, 17–20 ms by columns); by columns, the small products of the blendshapes (96
     // rows of 256) were 10 % slower.
     let by_columns = share(n / 16).filter(|_| n >= 4 * m).map(|c| c * 16);
     if let Some(rows) = share(m).filter(|_| by_columns.is_none()) {
