@@ -36,8 +36,8 @@
 //! `W_shape` (int64). The convolutions' are dequantised at load exactly as the graph's
 //! `DequantizeLinear` and `Reshape` do ([`dequantize_blocked`]), then batch norm is folded into
 //! the kernels; the fully connected layer's (6.4M values, whose reads bound the network at
-//! batch 1) stays int8 and is dequantised the same way as it is read
-//! ([`facecore::layers::QuantizedLinear`]).
+//! batch 1) stays int8, and its zero points and scales are applied to each block's sums as it
+//! runs ([`facecore::layers::QuantizedLinear`]; the same products, grouped by block).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -182,15 +182,15 @@ pub fn dequantize_blocked(
 const KEPT_QUANTIZED: &str = "pre_fc1_weight";
 
 /// The weights file's tensors: as f32, every `W_quantized` group replaced by the dequantised,
-/// reshaped `W`, except [`KEPT_QUANTIZED`], returned as the layer it is.
+/// reshaped `W`, except [`KEPT_QUANTIZED`], returned as the file holds it.
 struct Tensors {
     floats: HashMap<String, Tensor>,
-    pre_fc1_weight: Option<QuantizedWeight>,
+    pre_fc1_weight: Option<QuantizedMatrix>,
 }
 
 /// A quantised matrix as the file holds it: `(values, [rows, columns], scales, zero points,
 /// scales' shape)`.
-type QuantizedWeight = (Vec<i8>, Vec<usize>, Vec<f32>, Vec<i8>, Vec<usize>);
+type QuantizedMatrix = (Vec<i8>, Vec<usize>, Vec<f32>, Vec<i8>, Vec<usize>);
 
 /// Reads the weights file (see [`Tensors`]).
 fn load_tensors(source: &WeightsSource, device: &Device) -> Result<Tensors> {
