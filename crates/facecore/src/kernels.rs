@@ -629,6 +629,242 @@ unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
 #[cfg(test)]
 const UNWRITTEN: u32 = 0x7fc0_dead;
 
+/// Output channels of a direct convolution computed together: each input value loaded is
+/// multiplied by this many broadcast weights.
+const DIRECT_CHANNELS: usize = 8;
+
+/// The largest kernel the direct convolution takes (larger ones go through im2col and `gemm`).
+pub(crate) const MAX_DIRECT_KERNEL: usize = 7;
+
+/// A dense convolution's weight (`[O, C, k, k]`) packed once, at load, for [`conv2d_direct`]:
+/// groups of [`DIRECT_CHANNELS`] output channels (the last one padded with zero weights), each
+/// group's weights `[input][tap][DIRECT_CHANNELS]`, so that the group's weights for one input
+/// channel and tap are side by side, in the order the kernel reads them.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectWeight {
+    values: Vec<f32>,
+    outputs: usize,
+    inputs: usize,
+    kernel: usize,
+}
+
+impl DirectWeight {
+    /// Packs `weight` (`[outputs, inputs, kernel, kernel]`, flattened); `None` when its length
+    /// does not match or the kernel is larger than [`MAX_DIRECT_KERNEL`].
+    pub fn new(weight: &[f32], (outputs, inputs, kernel): (usize, usize, usize)) -> Option<Self> {
+        let taps = kernel * kernel;
+        if kernel > MAX_DIRECT_KERNEL || weight.len() != outputs * inputs * taps {
+            return None;
+        }
+        let groups = outputs.div_ceil(DIRECT_CHANNELS);
+        let mut values = vec![0.; groups * inputs * taps * DIRECT_CHANNELS];
+        for (o, kernels) in weight.chunks_exact(inputs * taps).enumerate() {
+            let (group, lane) = (o / DIRECT_CHANNELS, o % DIRECT_CHANNELS);
+            for (j, &w) in kernels.iter().enumerate() {
+                values[(group * inputs * taps + j) * DIRECT_CHANNELS + lane] = w;
+            }
+        }
+        Some(Self {
+            values,
+            outputs,
+            inputs,
+            kernel,
+        })
+    }
+
+    /// The weights of output group `group`: `[input][tap][DIRECT_CHANNELS]`.
+    fn group(&self, group: usize) -> &[f32] {
+        let len = self.inputs * self.kernel * self.kernel * DIRECT_CHANNELS;
+        &self.values[group * len..(group + 1) * len]
+    }
+}
+
+/// A dense convolution of `input` (`[N, C, H, W]`) by a packed `weight` with `bias` (`[O]`, or
+/// empty), the activation and the residual, computed directly: `[N, O, OH, OW]`. Each input
+/// plane of an image is copied once into a zero-padded buffer laid out as the depthwise
+/// kernel lays it out ([`PhaseLayout`]: every tap reads one contiguous run for the whole
+/// plane), then each group of [`DIRECT_CHANNELS`] output channels is computed 32 positions at
+/// a time, its 8 x 32 sums held in registers across every input channel and tap: each run of
+/// input values is read once for the eight channels, and the weights were packed at load, so
+/// there is neither an im2col matrix nor `gemm`'s packing of its operands on each call. The
+/// groups are split over the team's threads (the images, for a batch that splits by image).
+/// `None` when the geometry is not the weight's (a kernel or channel count that differs), or
+/// when the padded layout would compute more than twice the outputs the plane has (a plane
+/// of 2 x 2 or less: `gemm` takes those).
+pub(crate) fn conv2d_direct(
+    g: &Geometry,
+    input: &[f32],
+    weight: &DirectWeight,
+    bias: &[f32],
+    epilogue: &Epilogue,
+    residual: Option<Residual>,
+) -> Option<Vec<f32>> {
+    if g.kernel != weight.kernel || g.channels != weight.inputs {
+        return None;
+    }
+    let layout = PhaseLayout::new(g);
+    let (p, outputs) = (g.out_plane(), weight.outputs);
+    if layout.outputs > 2 * p {
+        return None;
+    }
+    let (in_len, out_len) = (g.channels * g.in_plane(), outputs * p);
+    assert_eq!(
+        input.len(),
+        g.batch * in_len,
+        "conv2d_direct: input of the wrong size"
+    );
+    let groups = outputs.div_ceil(DIRECT_CHANNELS);
+    let image_macs = out_len * g.channels * g.kernel * g.kernel;
+    // One image: its planes padded into `padded`, then its groups of output channels, split
+    // over the team's threads when `threaded`, each computed in the thread's scratch.
+    let one_image = |image: usize,
+                     src: &[f32],
+                     dst: &mut [MaybeUninit<f32>],
+                     padded: &mut [f32],
+                     threaded: bool| {
+        let ip = g.in_plane();
+        for_each_chunk(padded, layout.len, grain(layout.len), |c, padded| {
+            Vectorized::Pad(g, &layout, &src[c * ip..(c + 1) * ip], padded).run()
+        });
+        let padded = &*padded;
+        let share = team_share(image_macs, groups)
+            .filter(|_| threaded)
+            .unwrap_or(groups);
+        for_each_chunk(dst, share * DIRECT_CHANNELS * p, 1, |task, dst| {
+            with_scratch(DIRECT_CHANNELS * layout.outputs, |flat| {
+                for (i, dst) in dst.chunks_mut(DIRECT_CHANNELS * p).enumerate() {
+                    let group = task * share + i;
+                    let task = DirectGroup {
+                        g,
+                        layout: &layout,
+                        padded,
+                        weights: weight.group(group),
+                        first: group * DIRECT_CHANNELS,
+                        image,
+                        outputs,
+                        epilogue,
+                        bias,
+                        residual,
+                    };
+                    Vectorized::Direct(&task, dst, flat).run()
+                }
+            })
+        });
+    };
+    let padded_len = g.channels * layout.len;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        if split_batch(g.batch, g.batch * image_macs) {
+            for_each_chunk(out, out_len, 1, |image, dst| {
+                let src = &input[image * in_len..(image + 1) * in_len];
+                with_padded(padded_len, |padded| {
+                    one_image(image, src, dst, padded, false)
+                })
+            });
+        } else {
+            with_padded(padded_len, |padded| {
+                let images = input
+                    .chunks_exact(in_len)
+                    .zip(out.chunks_exact_mut(out_len));
+                for (image, (src, dst)) in images.enumerate() {
+                    one_image(image, src, dst, padded, true);
+                }
+            });
+        }
+    };
+    // SAFETY: the input holds `g.batch` images of `in_len` values (asserted above), so the
+    // `g.batch * out_len` outputs split into exactly `g.batch` chunks of `out_len`, one per
+    // image; each image's chunk splits into its groups' `DIRECT_CHANNELS * p` values (the
+    // last group's fewer), and `direct_group` writes every value of each.
+    Some(unsafe { written(g.batch * out_len, fill) })
+}
+
+/// One group of output channels of [`conv2d_direct`]: the image's padded planes (`[C][len]`
+/// in the layout), the group's packed weights, and what completes its outputs.
+struct DirectGroup<'a> {
+    g: &'a Geometry,
+    layout: &'a PhaseLayout,
+    padded: &'a [f32],
+    weights: &'a [f32],
+    /// The group's first output channel, its image, and the layer's output channels.
+    first: usize,
+    image: usize,
+    outputs: usize,
+    epilogue: &'a Epilogue,
+    bias: &'a [f32],
+    residual: Option<Residual<'a>>,
+}
+
+impl DirectGroup<'_> {
+    /// Computes the group's output planes into `dst` (`[channels][OH * OW]`, as many channels
+    /// as it holds, at most [`DIRECT_CHANNELS`]), every value of it, channel `c` completed by
+    /// its bias, activation and residual; `flat` holds `DIRECT_CHANNELS * layout.outputs`
+    /// values.
+    #[inline(always)]
+    fn run<S: pulp::Simd>(&self, simd: S, dst: &mut [MaybeUninit<f32>], flat: &mut [f32]) {
+        // The layout's outputs are a whole number of 16-value blocks, so of vectors.
+        let n = self.layout.outputs;
+        let mut i = 0;
+        while i < n {
+            i += match (n - i) / S::F32_LANES {
+                3.. => self.block::<S, 3>(simd, i, flat),
+                2 => self.block::<S, 2>(simd, i, flat),
+                _ => self.block::<S, 1>(simd, i, flat),
+            };
+        }
+        let (ow, p) = (self.g.out_width, self.g.out_plane());
+        for (c, (plane, values)) in dst.chunks_mut(p).zip(flat.chunks_exact_mut(n)).enumerate() {
+            let channel = self.first + c;
+            let residual = self.residual.and_then(|r| {
+                let plane = self.image * self.outputs + channel;
+                Some((r.row(plane, self.outputs, p)?, r.after_activation))
+            });
+            let bias = self.bias.get(channel).copied().unwrap_or(0.);
+            let rows = plane
+                .chunks_exact_mut(ow)
+                .zip(values.chunks_mut(self.layout.cols));
+            for (oy, (row, values)) in rows.enumerate() {
+                let values = &mut values[..ow];
+                let residual =
+                    residual.and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
+                finish_sum(self.epilogue, channel, values, bias, residual);
+                row.write_copy_of_slice(values);
+            }
+        }
+    }
+
+    /// Positions `i..i + V * lanes` of the group's channels (row pitch `cols`) into `flat`
+    /// (`[DIRECT_CHANNELS][outputs]`), `V` vectors of `simd`'s lanes per channel; returns the
+    /// positions done.
+    #[inline(always)]
+    fn block<S: pulp::Simd, const V: usize>(&self, simd: S, i: usize, flat: &mut [f32]) -> usize {
+        let (lanes, taps) = (S::F32_LANES, &self.layout.taps);
+        let len = V * lanes;
+        let mut acc = [[simd.splat_f32s(0.); V]; DIRECT_CHANNELS];
+        let planes = self.padded.chunks_exact(self.layout.len);
+        for (plane, weights) in planes.zip(self.weights.chunks_exact(taps.len() * DIRECT_CHANNELS))
+        {
+            for (&tap, w) in taps.iter().zip(weights.as_chunks::<DIRECT_CHANNELS>().0) {
+                let run = &plane[i + tap..i + tap + len];
+                let x: [S::f32s; V] = std::array::from_fn(|v| {
+                    let values = &run[v * lanes..(v + 1) * lanes];
+                    pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(values))
+                });
+                for (acc, &w) in acc.iter_mut().zip(w) {
+                    let w = simd.splat_f32s(w);
+                    for (a, &x) in acc.iter_mut().zip(&x) {
+                        *a = simd.mul_add_e_f32s(x, w, *a);
+                    }
+                }
+            }
+        }
+        let n = self.layout.outputs;
+        for (c, acc) in acc.iter().enumerate() {
+            flat[c * n + i..c * n + i + len].copy_from_slice(pulp::bytemuck::cast_slice(acc));
+        }
+        len
+    }
+}
+
 /// What follows a dense layer's product and bias: the activation (one without per-channel
 /// parameters), then the residual (of the output's shape) if any.
 pub(crate) struct DenseFinish<'a> {
@@ -1055,11 +1291,30 @@ thread_local! {
     /// Each thread's im2col matrix, kept between calls so that it is allocated (and zeroed)
     /// once rather than per convolution; im2col overwrites every value it uses.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's padded input planes of a direct convolution, kept the same way; they are
+    /// read by the team's threads while each computes in its own [`SCRATCH`].
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on `len` values of this thread's scratch buffer (their contents unspecified).
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
+    with_buffer(&SCRATCH, len, f)
+}
+
+/// Runs `f` on `len` values of this thread's buffer for padded planes (their contents
+/// unspecified).
+fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_buffer(&PADDED, len, f)
+}
+
+/// Runs `f` on `len` values of this thread's `buffer`, grown as needed and kept for the next
+/// call.
+fn with_buffer<R>(
+    buffer: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    buffer.with(|cell| {
         let mut buf = cell.take();
         if buf.len() < len {
             buf.resize(len, 0.);
@@ -1441,6 +1696,16 @@ enum Vectorized<'a> {
     ),
     /// The im2col rows of one input plane: `(geometry, plane, rows)`.
     Im2col(&'a Geometry, &'a [f32], &'a mut [f32]),
+    /// A plane (`H x W`) zero-padded in a direct convolution's layout: `(geometry, layout,
+    /// plane, padded)`, `padded` holding the layout's `len` values.
+    Pad(&'a Geometry, &'a PhaseLayout, &'a [f32], &'a mut [f32]),
+    /// One group of output channels of a direct convolution: `(group, dst, flat)` (see
+    /// [`DirectGroup::run`]).
+    Direct(
+        &'a DirectGroup<'a>,
+        &'a mut [MaybeUninit<f32>],
+        &'a mut [f32],
+    ),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
     /// Panels of a block-quantised dense layer: `(weight, input, first panel, out_p)`
@@ -1476,10 +1741,12 @@ impl pulp::WithSimd for Vectorized<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         match self {
             Self::Plane(plane, src, dst, scratch) => plane.run(src, dst, scratch),
             Self::Im2col(g, plane, rows) => im2col_plane(g, plane, rows),
+            Self::Pad(g, layout, src, padded) => layout.fill(g, src, padded),
+            Self::Direct(group, dst, flat) => group.run(simd, dst, flat),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
             Self::Quantized(weight, input, first, out_p) => {
@@ -1563,6 +1830,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn direct_weights_are_packed_by_group_input_and_tap() {
+        // 9 outputs, 2 inputs, 3x3: weight (o, c, t) = 100 o + 10 c + t.
+        let weight: Vec<f32> = (0..9 * 2 * 9)
+            .map(|i| (100 * (i / 18) + 10 * (i / 9 % 2) + i % 9) as f32)
+            .collect();
+        let packed = DirectWeight::new(&weight, (9, 2, 3)).unwrap();
+        let (first, second) = (packed.group(0), packed.group(1));
+        assert_eq!(first.len(), 2 * 9 * DIRECT_CHANNELS);
+        // Input 1, tap 4 of the first group: outputs 0..8 side by side.
+        let at = (9 + 4) * DIRECT_CHANNELS;
+        let want: Vec<f32> = (0..8).map(|o| (100 * o + 14) as f32).collect();
+        assert_eq!(&first[at..at + DIRECT_CHANNELS], want.as_slice());
+        // The second group holds output 8, then zero weights.
+        assert_eq!(second[at], 814.);
+        assert!(second[at + 1..at + DIRECT_CHANNELS]
+            .iter()
+            .all(|&w| w == 0.));
+        assert!(DirectWeight::new(&weight[1..], (9, 2, 3)).is_none());
+        assert!(DirectWeight::new(&vec![0.; 2 * 81], (2, 1, 9)).is_none());
     }
 
     #[test]

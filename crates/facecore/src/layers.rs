@@ -219,6 +219,8 @@ pub struct Conv2d {
     /// The bias (`[out]`, or empty) and activation as the CPU kernels read them.
     bias_values: Vec<f32>,
     epilogue: Epilogue,
+    /// The kernel packed for the direct convolution (a dense kxk convolution, `3 <= k <= 7`).
+    direct: Option<std::sync::Arc<kernels::DirectWeight>>,
 }
 
 impl Conv2d {
@@ -261,6 +263,13 @@ impl Conv2d {
             );
         }
         let epilogue = activation.epilogue(spec.out_channels)?;
+        let direct = if groups == 1 && spec.kernel >= 3 && weight.device().is_cpu() {
+            let dims = (spec.out_channels, spec.in_channels, spec.kernel);
+            kernels::DirectWeight::new(&weight.flatten_all()?.to_vec1::<f32>()?, dims)
+                .map(std::sync::Arc::new)
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -268,6 +277,7 @@ impl Conv2d {
             activation,
             bias_values,
             epilogue,
+            direct,
         })
     }
 
@@ -440,6 +450,19 @@ impl Conv2d {
                         channels: r.tensor().dims()[1],
                         after_activation: r.after_activation(),
                     });
+                    if let Some(direct) = &self.direct {
+                        let out = kernels::conv2d_direct(
+                            &g,
+                            input,
+                            direct,
+                            &self.bias_values,
+                            &self.epilogue,
+                            residual,
+                        );
+                        if let Some(out) = out {
+                            return out;
+                        }
+                    }
                     let depthwise = if is_depthwise {
                         kernels::depthwise(
                             &g,
@@ -1055,6 +1078,44 @@ mod tests {
     }
 
     #[test]
+    fn dense_kxk_convolutions_take_the_direct_kernel_where_it_pays() {
+        let dev = Device::Cpu;
+        let conv = |cin: usize, cout: usize, k: usize, groups: usize| {
+            let spec = Conv2dSpec {
+                groups,
+                ..Conv2dSpec::new(cin, cout, k, 1)
+            };
+            let w = Tensor::randn(0f32, 1., (cout, cin / groups, k, k), &dev).unwrap();
+            Conv2d::from_tensors(w, None, spec, Activation::Identity).unwrap()
+        };
+        // Packed at load: dense kernels from 3x3 to 7x7 only.
+        for (cin, cout, k, groups, packed) in [
+            (4, 9, 3, 1, true),
+            (3, 8, 7, 1, true),
+            (4, 8, 1, 1, false),
+            (4, 8, 2, 1, false),
+            (4, 8, 9, 1, false),
+            (4, 8, 3, 2, false),
+            (4, 4, 3, 4, false),
+        ] {
+            let c = conv(cin, cout, k, groups);
+            assert_eq!(c.direct.is_some(), packed, "{:?}", c.spec);
+        }
+        // Run on planes it computes with little waste; a plane of 2 x 2 or less goes to
+        // `gemm`, as does a geometry that is not the packed weight's.
+        let c = conv(4, 9, 3, 1);
+        let direct = c.direct.as_ref().unwrap();
+        let run = |(h, w): (usize, usize), channels: usize| {
+            let g = Geometry::new((1, channels, h, w), 3, 1, (1, 1, 1, 1)).unwrap();
+            let input = vec![1f32; channels * h * w];
+            kernels::conv2d_direct(&g, &input, direct, &[], &Epilogue::Identity, None)
+        };
+        assert!(run((12, 12), 4).is_some());
+        assert!(run((2, 2), 4).is_none());
+        assert!(run((12, 12), 5).is_none());
+    }
+
+    #[test]
     fn kernels_match_candle_on_every_small_geometry() {
         let dev = Device::Cpu;
         for stride in 1..=3 {
@@ -1103,6 +1164,9 @@ mod tests {
             (1, 4, 4, 4, 7, 3, 1, 4),
             (2, 6, 6, 6, 10, 5, 2, 3),
             (1, 6, 8, 2, 6, 3, 1, 8),
+            // The direct kernel: two groups of output channels, the second partial, and a
+            // residual with fewer channels.
+            (2, 6, 12, 1, 12, 3, 1, 5),
         ];
         for (i, (n, cin, cout, groups, size, k, stride, rc)) in shapes.into_iter().enumerate() {
             let xs = Tensor::randn(0f32, 1., (n, cin, size, size), &dev).unwrap();

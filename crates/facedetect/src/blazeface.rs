@@ -473,14 +473,14 @@ enum Body {
     Short {
         stage1: Vec<Block>,
         stage2: Vec<Block>,
-        heads: [Head; 2],
+        heads: Box<[Head; 2]>,
     },
     /// Backbone stages ending at 48x48x64, 24x24x128, 12x12x256 and 6x6x384; pyramid levels at
     /// 12, 24 and 48.
     Full {
         stages: [Vec<Block>; 4],
         pyramid: Vec<PyramidLevel>,
-        head: Head,
+        head: Box<Head>,
     },
 }
 
@@ -531,10 +531,10 @@ impl BlazeFace {
                     .map(|&(i, o, s)| Block::single(&vb, &mut n, i, o, s))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 let stage2 = blocks.split_off(11);
-                let heads = [
+                let heads = Box::new([
                     Head::load(&vb, "classificator_8", "regressor_8", 88, 2)?,
                     Head::load(&vb, "classificator_16", "regressor_16", 96, 6)?,
-                ];
+                ]);
                 (
                     stem,
                     Body::Short {
@@ -589,7 +589,13 @@ impl BlazeFace {
                         blocks,
                     });
                 }
-                let head = Head::load(&vb, "classifier_face_4", "regressor_face_4", 48, 1)?;
+                let head = Box::new(Head::load(
+                    &vb,
+                    "classifier_face_4",
+                    "regressor_face_4",
+                    48,
+                    1,
+                )?);
                 (
                     stem,
                     Body::Full {
