@@ -183,10 +183,19 @@ fn conv_affine(
     Conv2d::from_tensors(weight, Some(bias), spec, activation)
 }
 
-/// A dense layer stored as ONNX `Gemm` with `transB = 0`: `weights` `[in, out]`, `bias` `[out]`.
-fn dense(vb: VarBuilder, inputs: usize, outputs: usize) -> candle_core::Result<Linear> {
+/// A dense layer stored as ONNX `Gemm` with `transB = 0`: `weights` `[in, out]`, `bias` `[out]`;
+/// `input_scale` multiplies its inputs (a dlib `multiply_` layer before it, folded into the
+/// weights).
+fn dense(
+    vb: VarBuilder,
+    (inputs, outputs): (usize, usize),
+    input_scale: f64,
+) -> candle_core::Result<Linear> {
     let weight = vb.get((inputs, outputs), "weights")?.t()?;
-    Linear::new(weight, Some(vb.get(outputs, "bias")?))
+    Linear::new(
+        weight.affine(input_scale, 0.)?,
+        Some(vb.get(outputs, "bias")?),
+    )
 }
 
 /// dlib's `add_prev`: the sum of two NCHW tensors after zero-padding each at the end of its
@@ -280,7 +289,7 @@ impl AgeNet {
             Residual::new(&vb, [20, 19, 17, 16], 128, 256)?,
             Residual::new(&vb, [9, 8, 6, 5], 256, 256)?,
         ];
-        let fc = dense(vb.pp("layer_1"), 256, AGE_BINS.len())?;
+        let fc = dense(vb.pp("layer_1"), (256, AGE_BINS.len()), 1.)?;
         Ok(Self { stem, blocks, fc })
     }
 }
@@ -301,9 +310,10 @@ impl Module for AgeNet {
 #[derive(Debug, Clone)]
 pub struct GenderNet {
     convs: [Conv2d; 4],
-    dropout1: f64,
+    /// With its ReLU, and the scalar of the `multiply_` layer before it (dlib's dropout at
+    /// inference) folded into its weights.
     fc1: Linear,
-    dropout2: f64,
+    /// With the scalar of the `multiply_` layer before it folded into its weights.
     fc2: Linear,
 }
 
@@ -329,10 +339,9 @@ impl GenderNet {
                 conv(12, 11, 32, 64)?,
                 conv(9, 8, 64, 64)?,
             ],
-            dropout1: scalar("layer_5")?,
-            fc1: dense(vb.pp("layer_4"), 64 * 8 * 8, 16)?,
-            dropout2: scalar("layer_2")?,
-            fc2: dense(vb.pp("layer_1"), 16, 2)?,
+            fc1: dense(vb.pp("layer_4"), (64 * 8 * 8, 16), scalar("layer_5")?)?
+                .with_activation(Activation::Relu)?,
+            fc2: dense(vb.pp("layer_1"), (16, 2), scalar("layer_2")?)?,
         })
     }
 }
@@ -342,9 +351,8 @@ impl Module for GenderNet {
         let [c1, c2, c3, c4] = &self.convs;
         let xs = xs.apply(c1)?.apply(c2)?.apply(&Pool2d::average(2, 2))?;
         let xs = xs.apply(c3)?.apply(c4)?.apply(&Pool2d::average(2, 2))?;
-        let xs = xs.affine(self.dropout1, 0.0)?.flatten_from(1)?;
-        let xs = xs.apply(&self.fc1)?.relu()?.affine(self.dropout2, 0.0)?;
-        candle_nn::ops::softmax_last_dim(&xs.apply(&self.fc2)?)
+        let xs = xs.flatten_from(1)?.apply(&self.fc1)?.apply(&self.fc2)?;
+        candle_nn::ops::softmax_last_dim(&xs)
     }
 }
 
