@@ -69,6 +69,15 @@ fn layers(c: &mut Criterion) {
                 [3, 192, 192],
             ),
         ),
+        // Gender's second and fourth convolutions (the direct kernel).
+        (
+            "conv3x3_32_32_32",
+            conv(Conv2dSpec::new(32, 32, 3, 1), [32, 32, 32]),
+        ),
+        (
+            "conv3x3_64_64_16",
+            conv(Conv2dSpec::new(64, 64, 3, 1), [64, 16, 16]),
+        ),
         ("dense_50176_128", (dense(50176, 128), vec![1, 50176])),
         (
             "quantized_dense_50176_128",
