@@ -1,7 +1,9 @@
 //! CPU convolution kernels on plain `f32` slices in NCHW layout, behind
 //! [`layers::Conv2d`](crate::layers::Conv2d).
 //!
-//! A dense or grouped convolution is an im2col into a per-thread scratch matrix (skipped for a
+//! A dense 3x3 to 7x7 convolution runs directly ([`conv2d_direct`]): its input planes padded
+//! once, its weights packed at load, groups of 8 output channels computed from registers. Other
+//! dense or grouped convolutions are an im2col into a per-thread scratch matrix (skipped for a
 //! pointwise convolution, whose input already is that matrix) and one `gemm` call per image and
 //! group, which overwrites the output; a depthwise convolution copies each plane once into a
 //! reused zero-padded buffer split by stride phase, then computes the whole plane as contiguous

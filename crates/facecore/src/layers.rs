@@ -206,9 +206,10 @@ impl<'a> Residual<'a> {
 /// A 2-D convolution with its bias and activation fused.
 ///
 /// On the CPU it runs facecore's own kernels (see [`threads`](crate::threads) for the thread
-/// count): one `gemm` per image and group after an im2col (none for a pointwise convolution), a
-/// direct loop for a depthwise one, the bias and activation applied as each output row is
-/// written. On other devices it runs candle's `conv2d`.
+/// count): a direct kernel on weights packed at load for a dense 3x3 to 7x7 convolution, one
+/// `gemm` per image and group after an im2col for the others (no im2col for a pointwise
+/// convolution), a direct loop for a depthwise one, the bias and activation applied as each
+/// output row is written. On other devices it runs candle's `conv2d`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// `[out, in / groups, k, k]`, f32, contiguous.

@@ -4,7 +4,7 @@
 //! embedded at compile time. A [`WeightsSource`] chooses at run time whether those embedded bytes
 //! or a file of the same name in a directory are used. Tensors stored as fp16 or bf16 are upcast
 //! to f32 at load. A missing tensor, a wrong shape or a corrupt file becomes an
-//! [`Error`](crate::Error) that names the file and the tensor.
+//! [`Error`] that names the file and the tensor.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
