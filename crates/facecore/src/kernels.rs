@@ -579,28 +579,44 @@ pub(crate) fn conv2d(
         };
     let macs = g.batch * out_channels * p * depth;
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        if split_batch(g.batch, macs) {
-            // A batch splits by image, each image's product on one thread: one parallel region
-            // for the layer instead of one per image.
-            for_each_chunk(out, out_len, 1, |image, dst| {
-                let src = &input[image * in_len..(image + 1) * in_len];
-                with_scratch(col_len, |col| one_image(image, src, dst, col, false))
-            });
-        } else {
-            with_scratch(col_len, |col| {
-                let images = input
-                    .chunks_exact(in_len)
-                    .zip(out.chunks_exact_mut(out_len));
-                for (image, (src, dst)) in images.enumerate() {
-                    one_image(image, src, dst, col, true);
-                }
-            });
-        }
+        let sizes = (g.batch, in_len, out_len);
+        for_each_image((input, out), sizes, macs, (&SCRATCH, col_len), one_image)
     };
     // SAFETY: the input holds `g.batch` images of `in_len` values (checked by the layer), so
     // the `g.batch * out_len` outputs split into exactly `g.batch` chunks of `out_len`, one
     // per image, and `one_image` writes all of its chunk (see there).
     unsafe { written(g.batch * out_len, fill) }
+}
+
+/// Runs `one_image(image, src, dst, buffer, threaded)` on each of the `batch` images of
+/// `input` (`in_len` values each) and its `out_len` values of `out`, `buffer` being `len` values
+/// of the running thread's `scratch`. A batch of `macs` multiply-adds that splits by image
+/// (see [`split_batch`]) runs one image per task, each on one thread (one parallel region for
+/// the layer instead of one per image); otherwise the images run in turn, each `threaded`.
+fn for_each_image(
+    (input, out): (&[f32], &mut [MaybeUninit<f32>]),
+    (batch, in_len, out_len): (usize, usize, usize),
+    macs: usize,
+    (scratch, len): (&'static ScratchKey, usize),
+    one_image: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>], &mut [f32], bool) + Sync,
+) {
+    if split_batch(batch, macs) {
+        for_each_chunk(out, out_len, 1, |image, dst| {
+            let src = &input[image * in_len..(image + 1) * in_len];
+            with_buffer(scratch, len, |buffer| {
+                one_image(image, src, dst, buffer, false)
+            })
+        });
+    } else {
+        with_buffer(scratch, len, |buffer| {
+            let images = input
+                .chunks_exact(in_len)
+                .zip(out.chunks_exact_mut(out_len));
+            for (image, (src, dst)) in images.enumerate() {
+                one_image(image, src, dst, buffer, true);
+            }
+        });
+    }
 }
 
 /// `len` values, each written by `write` (which gets them uninitialised) before they are
@@ -755,23 +771,8 @@ pub(crate) fn conv2d_direct(
     };
     let padded_len = g.channels * layout.len;
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        if split_batch(g.batch, g.batch * image_macs) {
-            for_each_chunk(out, out_len, 1, |image, dst| {
-                let src = &input[image * in_len..(image + 1) * in_len];
-                with_padded(padded_len, |padded| {
-                    one_image(image, src, dst, padded, false)
-                })
-            });
-        } else {
-            with_padded(padded_len, |padded| {
-                let images = input
-                    .chunks_exact(in_len)
-                    .zip(out.chunks_exact_mut(out_len));
-                for (image, (src, dst)) in images.enumerate() {
-                    one_image(image, src, dst, padded, true);
-                }
-            });
-        }
+        let (sizes, macs) = ((g.batch, in_len, out_len), g.batch * image_macs);
+        for_each_image((input, out), sizes, macs, (&PADDED, padded_len), one_image)
     };
     // SAFETY: the input holds `g.batch` images of `in_len` values (asserted above), so the
     // `g.batch * out_len` outputs split into exactly `g.batch` chunks of `out_len`, one per
@@ -1303,19 +1304,12 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_buffer(&SCRATCH, len, f)
 }
 
-/// Runs `f` on `len` values of this thread's buffer for padded planes (their contents
-/// unspecified).
-fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    with_buffer(&PADDED, len, f)
-}
+/// A per-thread buffer of values kept between calls.
+type ScratchKey = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
 
 /// Runs `f` on `len` values of this thread's `buffer`, grown as needed and kept for the next
 /// call.
-fn with_buffer<R>(
-    buffer: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
+fn with_buffer<R>(buffer: &'static ScratchKey, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     buffer.with(|cell| {
         let mut buf = cell.take();
         if buf.len() < len {
