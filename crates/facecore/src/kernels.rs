@@ -668,10 +668,12 @@ pub(crate) struct DirectWeight {
 
 impl DirectWeight {
     /// Packs `weight` (`[outputs, inputs, kernel, kernel]`, flattened); `None` when its length
-    /// does not match or the kernel is larger than [`MAX_DIRECT_KERNEL`].
+    /// does not match, it has no inputs or the kernel is empty or larger than
+    /// [`MAX_DIRECT_KERNEL`].
     pub fn new(weight: &[f32], (outputs, inputs, kernel): (usize, usize, usize)) -> Option<Self> {
         let taps = kernel * kernel;
-        if kernel > MAX_DIRECT_KERNEL || weight.len() != outputs * inputs * taps {
+        let fits = weight.len() == outputs * inputs * taps;
+        if !fits || taps == 0 || inputs == 0 || kernel > MAX_DIRECT_KERNEL {
             return None;
         }
         let groups = outputs.div_ceil(DIRECT_CHANNELS);
@@ -701,8 +703,9 @@ impl DirectWeight {
 /// empty), the activation and the residual, computed directly: `[N, O, OH, OW]`. Each input
 /// plane of an image is copied once into a zero-padded buffer laid out as the depthwise
 /// kernel lays it out ([`PhaseLayout`]: every tap reads one contiguous run for the whole
-/// plane), then each group of [`DIRECT_CHANNELS`] output channels is computed 32 positions at
-/// a time, its 8 x 32 sums held in registers across every input channel and tap: each run of
+/// plane), then each group of [`DIRECT_CHANNELS`] output channels is computed three vectors of
+/// positions at a time (48 on AVX-512), its 8 x 3 vectors of sums held in registers across
+/// every input channel and tap: each run of
 /// input values is read once for the eight channels, and the weights were packed at load, so
 /// there is neither an im2col matrix nor `gemm`'s packing of its operands on each call. The
 /// groups are split over the team's threads (the images, for a batch that splits by image).
@@ -777,7 +780,7 @@ pub(crate) fn conv2d_direct(
     // SAFETY: the input holds `g.batch` images of `in_len` values (asserted above), so the
     // `g.batch * out_len` outputs split into exactly `g.batch` chunks of `out_len`, one per
     // image; each image's chunk splits into its groups' `DIRECT_CHANNELS * p` values (the
-    // last group's fewer), and `direct_group` writes every value of each.
+    // last group's fewer), and `DirectGroup::run` writes every value of each.
     Some(unsafe { written(g.batch * out_len, fill) })
 }
 
@@ -1848,6 +1851,7 @@ mod tests {
             .all(|&w| w == 0.));
         assert!(DirectWeight::new(&weight[1..], (9, 2, 3)).is_none());
         assert!(DirectWeight::new(&vec![0.; 2 * 81], (2, 1, 9)).is_none());
+        assert!(DirectWeight::new(&[], (2, 0, 3)).is_none());
     }
 
     #[test]
