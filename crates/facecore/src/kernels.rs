@@ -60,15 +60,15 @@ pub(crate) struct Residual<'a> {
 }
 
 impl<'a> Residual<'a> {
-    /// The row of output plane `plane` (image-major, `out_channels` planes an image) of `len`
-    /// values, if the residual has that channel.
-    fn row(&self, plane: usize, out_channels: usize, len: usize) -> Option<&'a [f32]> {
+    /// The `len` values added to output plane `plane` (image-major, `out_channels` planes an
+    /// image), if the residual has that channel, with whether they come after the activation.
+    fn plane(&self, plane: usize, out_channels: usize, len: usize) -> Option<(&'a [f32], bool)> {
         let (image, channel) = (plane / out_channels.max(1), plane % out_channels.max(1));
         if channel >= self.channels {
             return None;
         }
         let start = (image * self.channels + channel) * len;
-        self.values.get(start..start + len)
+        Some((self.values.get(start..start + len)?, self.after_activation))
     }
 }
 
@@ -535,13 +535,7 @@ pub(crate) fn conv2d(
         out_channels,
         "conv2d: groups must divide the outputs"
     );
-    let rows = |image: usize, c: usize| {
-        let r = residual?;
-        Some((
-            r.row(image * out_channels + c, out_channels, p)?,
-            r.after_activation,
-        ))
-    };
+    let rows = |image: usize, c: usize| residual?.plane(image * out_channels + c, out_channels, p);
     let col_len = if g.is_pointwise() {
         0
     } else {
@@ -820,21 +814,15 @@ impl DirectGroup<'_> {
         let (ow, p) = (self.g.out_width, self.g.out_plane());
         for (c, (plane, values)) in dst.chunks_mut(p).zip(flat.chunks_exact_mut(n)).enumerate() {
             let channel = self.first + c;
-            let residual = self.residual.and_then(|r| {
-                let plane = self.image * self.outputs + channel;
-                Some((r.row(plane, self.outputs, p)?, r.after_activation))
-            });
-            let bias = self.bias.get(channel).copied().unwrap_or(0.);
-            let rows = plane
-                .chunks_exact_mut(ow)
-                .zip(values.chunks_mut(self.layout.cols));
-            for (oy, (row, values)) in rows.enumerate() {
-                let values = &mut values[..ow];
-                let residual =
-                    residual.and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
-                finish_sum(self.epilogue, channel, values, bias, residual);
-                row.write_copy_of_slice(values);
-            }
+            let finish = Finishing {
+                epilogue: self.epilogue,
+                channel,
+                bias: self.bias.get(channel).copied().unwrap_or(0.),
+                residual: self
+                    .residual
+                    .and_then(|r| r.plane(self.image * self.outputs + channel, self.outputs, p)),
+            };
+            finish.write_plane(values, (self.layout.cols, ow), plane);
         }
     }
 
@@ -1349,9 +1337,7 @@ pub(crate) fn depthwise(
                 epilogue,
                 channel: c,
                 bias: bias.get(c).copied().unwrap_or(0.),
-                residual: residual.and_then(|r| {
-                    Some((r.row(plane, g.channels, g.out_plane())?, r.after_activation))
-                }),
+                residual: residual.and_then(|r| r.plane(plane, g.channels, g.out_plane())),
             },
         }
     }))
@@ -1498,14 +1484,39 @@ impl PhaseLayout {
     }
 }
 
-/// What completes each output row of a depthwise plane (see [`finish_sum`]); the residual is
-/// the whole plane's.
+/// What completes each output row of a depthwise or direct convolution's plane (see
+/// [`finish_sum`]); the residual is the whole plane's.
 #[derive(Clone, Copy)]
 struct Finishing<'a> {
     epilogue: &'a Epilogue,
     channel: usize,
     bias: f32,
     residual: Option<(&'a [f32], bool)>,
+}
+
+impl Finishing<'_> {
+    /// Completes a plane computed with row pitch `cols` (`values`; the first `ow` of each row
+    /// are outputs, the rest dropped) and writes it into `dst` (rows of `ow`), every row.
+    #[inline(always)]
+    fn write_plane(
+        &self,
+        values: &mut [f32],
+        (cols, ow): (usize, usize),
+        dst: &mut [MaybeUninit<f32>],
+    ) {
+        for (oy, (row, values)) in dst
+            .chunks_exact_mut(ow)
+            .zip(values.chunks_mut(cols))
+            .enumerate()
+        {
+            let values = &mut values[..ow];
+            let residual = self
+                .residual
+                .and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
+            finish_sum(self.epilogue, self.channel, values, self.bias, residual);
+            row.write_copy_of_slice(values);
+        }
+    }
 }
 
 /// One depthwise plane with a `K x K` kernel `ker` (row-major) from `src` into `dst`, every
@@ -1536,22 +1547,7 @@ fn depthwise_plane<const K: usize>(
             _ => depthwise_block::<K, DEPTHWISE_TAIL>(padded, &taps, &weights, i, flat),
         };
     }
-    let ow = g.out_width;
-    let rows = dst.chunks_exact_mut(ow).zip(flat.chunks_mut(layout.cols));
-    for (oy, (row, values)) in rows.enumerate() {
-        let values = &mut values[..ow];
-        let residual = finish
-            .residual
-            .and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
-        finish_sum(
-            finish.epilogue,
-            finish.channel,
-            values,
-            finish.bias,
-            residual,
-        );
-        row.write_copy_of_slice(values);
-    }
+    finish.write_plane(flat, (layout.cols, g.out_width), dst);
 }
 
 /// Outputs `i..i + L` of a depthwise plane (row pitch `cols`) into `flat`; returns `L`.
