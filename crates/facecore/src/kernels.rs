@@ -8,14 +8,19 @@
 //! group, which overwrites the output; a depthwise convolution copies each plane once into a
 //! reused zero-padded buffer split by stride phase, then computes the whole plane as contiguous
 //! runs of 64 outputs held in registers across the window's taps (fused multiply-adds, the taps
-//! unrolled for kernels up to 7x7). The bias, the residual and the activation run on each output
-//! row while it is still in cache. Every kernel splits its work over the current pool's team,
+//! unrolled for kernels up to 7x7). A 3x3 depthwise convolution and the 1x1 convolution after
+//! it can also run as one layer on bordered planes ([`separable`]): each plane stored with its
+//! zero border, so that no plane is padded or copied, a few rows of all channels computed at a
+//! time. The bias, the residual and the activation run on each output row while it is still in
+//! cache. Every kernel splits its work over the current pool's team,
 //! or over rayon's pool outside one (see [`threads`](crate::threads)).
 
 use std::mem::MaybeUninit;
 
 use crate::image::sample_positions;
-use crate::threads::{for_each_chunk, gemm_parallelism, grain, split_batch, team_share};
+use crate::threads::{
+    for_each_chunk, gemm_parallelism, grain, run_tasks, split_batch, tasks_for, team_share,
+};
 
 /// The activation applied to each output row, with its per-channel parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -1572,6 +1577,275 @@ fn depthwise_block<const K: usize, const L: usize>(
     L
 }
 
+/// The shape of activations in the bordered layout of [`layers::Bordered`](crate::layers::Bordered):
+/// `batch` images of `channels` planes, each `height x width` plane stored as `(height + 3) x
+/// (width + 2)` values, the plane in rows `1..=height` and columns `1..=width` and zeros around
+/// it (one row above, two below, one column either side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BorderedShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl BorderedShape {
+    /// The row pitch of a bordered plane.
+    fn cols(&self) -> usize {
+        self.width + 2
+    }
+
+    /// Values of one bordered plane.
+    fn plane(&self) -> usize {
+        (self.height + 3) * self.cols()
+    }
+
+    /// Where row `y`, column `x` of a plane lies in its bordered plane (`x` up to `width + 1`,
+    /// where the next row's left border follows).
+    fn at(&self, y: usize, x: usize) -> usize {
+        (y + 1) * self.cols() + 1 + x
+    }
+}
+
+/// `input` (`[N, C, H, W]`) in the bordered layout of `shape`. Panics when `input` does not
+/// hold `shape`'s planes or a plane is empty.
+pub(crate) fn border(shape: &BorderedShape, input: &[f32]) -> Vec<f32> {
+    let (h, w, plane) = (shape.height, shape.width, shape.plane());
+    let planes = shape.batch * shape.channels;
+    assert!(
+        h > 0 && w > 0 && input.len() == planes * h * w,
+        "border: input of the wrong size"
+    );
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_each_chunk(out, plane, grain(plane), |i, dst| {
+            let zero = MaybeUninit::new(0.);
+            dst[..shape.at(0, 0)].fill(zero);
+            for (y, line) in input[i * h * w..(i + 1) * h * w]
+                .chunks_exact(w)
+                .enumerate()
+            {
+                let start = shape.at(y, 0);
+                dst[start..start + w].write_copy_of_slice(line);
+                dst[start + w..start + w + 2].fill(zero);
+            }
+            dst[shape.at(h, 0)..].fill(zero);
+        })
+    };
+    // SAFETY: the output splits into `planes` chunks of `plane` values, and each chunk is
+    // written whole: `0..at(0, 0)`, then for each row `y` the run `at(y, 0)..at(y, 0) + w + 2
+    // = at(y + 1, 0)`, then `at(h, 0)..plane`.
+    unsafe { written(planes * plane, fill) }
+}
+
+/// The planes of `input`, in the bordered layout of `shape`, without their border: `[N, C, H,
+/// W]`. Panics when `input` does not hold `shape`'s planes.
+pub(crate) fn unborder(shape: &BorderedShape, input: &[f32]) -> Vec<f32> {
+    let (h, w, plane) = (shape.height, shape.width, shape.plane());
+    let planes = shape.batch * shape.channels;
+    assert_eq!(
+        input.len(),
+        planes * plane,
+        "unborder: input of the wrong size"
+    );
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_each_chunk(out, h * w, grain(h * w), |i, dst| {
+            let src = &input[i * plane..(i + 1) * plane];
+            for (y, line) in dst.chunks_exact_mut(w.max(1)).enumerate() {
+                line.write_copy_of_slice(&src[shape.at(y, 0)..shape.at(y, w)]);
+            }
+        })
+    };
+    // SAFETY: the output splits into `planes` chunks of `h * w` values, each written whole as
+    // its `h` rows of `w`.
+    unsafe { written(planes * h * w, fill) }
+}
+
+/// The two layers of a [`separable`] convolution as the kernel reads them.
+pub(crate) struct SeparableWeights<'a> {
+    /// The depthwise kernel (`[C, 1, 3, 3]`, flattened), its bias (`[C]`, or empty) and
+    /// activation.
+    pub depthwise: (&'a [f32], &'a [f32], &'a Epilogue),
+    /// The pointwise kernel (`[O, C, 1, 1]`, flattened), its bias (`[O]`, or empty) and
+    /// activation.
+    pub pointwise: (&'a [f32], &'a [f32], &'a Epilogue),
+    pub out_channels: usize,
+}
+
+/// Values of a [`separable`] tile's depthwise outputs and product together that a tile's rows
+/// are chosen to fill: about half of a core's level-2 cache, so that the product reads the
+/// depthwise outputs while they are still there.
+const SEPARABLE_TILE: usize = 64 << 10;
+
+/// A 3x3 depthwise convolution (stride 1, one zero on every side) then a 1x1 convolution of
+/// `input` (`shape`, bordered), the residual (`[N, C', H, W]` bordered, `C'` at most the
+/// outputs) added before the pointwise activation: `[N, O, H, W]`, bordered. A few rows of all
+/// channels at a time (a tile): their depthwise outputs, then one product of the pointwise
+/// kernel with them, then the bias, residual and activation as the tile's rows are written. The
+/// tiles run in parallel. Panics when a slice does not hold its shape's values.
+pub(crate) fn separable(
+    shape: &BorderedShape,
+    input: &[f32],
+    weights: &SeparableWeights,
+    residual: Option<(&[f32], usize)>,
+) -> Vec<f32> {
+    let (c, o, h) = (shape.channels, weights.out_channels, shape.height);
+    let (plane, cols) = (shape.plane(), shape.cols());
+    assert!(
+        h > 0
+            && shape.width > 0
+            && input.len() == shape.batch * c * plane
+            && weights.depthwise.0.len() == c * 9
+            && weights.pointwise.0.len() == o * c
+            && residual.is_none_or(|(r, rc)| rc <= o && r.len() == shape.batch * rc * plane),
+        "separable: a slice of the wrong size"
+    );
+    let rows = (SEPARABLE_TILE / ((c + o) * cols).max(1)).clamp(1, h);
+    let tiles = h.div_ceil(rows);
+    let rows = h.div_ceil(tiles);
+    let all = shape.batch * tiles;
+    let per_task = all.div_ceil(tasks_for(all, grain(rows * cols * (c + o))));
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let (len, out) = (out.len(), SharedPtr(out.as_mut_ptr().cast::<f32>()));
+        run_tasks(all.div_ceil(per_task), &|t| {
+            for tile in t * per_task..((t + 1) * per_task).min(all) {
+                let (image, first) = (tile / tiles, tile % tiles * rows);
+                if first >= h {
+                    continue;
+                }
+                let task = SeparableTile {
+                    shape,
+                    input,
+                    weights,
+                    residual,
+                    image,
+                    rows: first..(first + rows).min(h),
+                };
+                with_scratch(c * task.rows.len() * cols, |scratch| {
+                    Vectorized::Separable(&task, scratch, (out, len)).run()
+                });
+            }
+        });
+    };
+    // SAFETY: every tile of every image runs once, and `SeparableTile::run` writes all of its
+    // rows' values in each of the image's output planes (see there); the tiles' rows cover the
+    // planes.
+    unsafe { written(shape.batch * o * plane, fill) }
+}
+
+/// The rows `rows` of image `image` of a [`separable`] convolution.
+struct SeparableTile<'a> {
+    shape: &'a BorderedShape,
+    input: &'a [f32],
+    weights: &'a SeparableWeights<'a>,
+    residual: Option<(&'a [f32], usize)>,
+    image: usize,
+    rows: std::ops::Range<usize>,
+}
+
+impl SeparableTile<'_> {
+    /// Computes the tile's depthwise outputs in `scratch` (`C x rows x cols` values) and its
+    /// product straight into `out`
+    /// (the whole output, `len` values): in each output plane of the image, the values from
+    /// `at(rows.start, 0)` to `at(rows.end, 0)`, and also those before `at(0, 0)` for the first
+    /// rows and from `at(H, 0)` for the last.
+    #[inline(always)]
+    fn run(&self, scratch: &mut [f32], (out, len): (SharedPtr, usize)) {
+        let (shape, w) = (self.shape, self.weights);
+        let (c, o) = (shape.channels, w.out_channels);
+        let (plane, cols, width) = (shape.plane(), shape.cols(), shape.width);
+        let count = self.rows.len() * cols;
+        let offset = self.rows.start * cols;
+        let depthwise = &mut scratch[..c * count];
+        let (kernel, bias, epilogue) = w.depthwise;
+        let taps = [
+            [0, 1, 2],
+            [cols, cols + 1, cols + 2],
+            [2 * cols, 2 * cols + 1, 2 * cols + 2],
+        ];
+        for (ch, dst) in depthwise.chunks_exact_mut(count).enumerate() {
+            // Output (y, x) of the plane sums the taps at bordered (y + ky, x + kx): index
+            // y * cols + x + taps[ky][kx]. Computed for every column of the pitch, the last two
+            // of each row being dropped below; the highest read, (H - 1) * cols + W + 1 + 2 *
+            // cols + 2 < (H + 3) * cols, stays inside the plane.
+            let src = &self.input[(self.image * c + ch) * plane..][..plane][offset..];
+            let mut weights = [[0f32; 3]; 3];
+            for (t, &v) in kernel[ch * 9..ch * 9 + 9].iter().enumerate() {
+                weights[t / 3][t % 3] = v;
+            }
+            let mut i = 0;
+            while i + DEPTHWISE_BLOCK <= count {
+                i += depthwise_block::<3, DEPTHWISE_BLOCK>(src, &taps, &weights, i, dst);
+            }
+            while i + DEPTHWISE_TAIL <= count {
+                i += depthwise_block::<3, DEPTHWISE_TAIL>(src, &taps, &weights, i, dst);
+            }
+            for (j, v) in dst.iter_mut().enumerate().skip(i) {
+                let mut acc = 0f32;
+                for (taps, weights) in taps.iter().zip(&weights) {
+                    for (&tap, &w) in taps.iter().zip(weights) {
+                        acc = src[j + tap].mul_add(w, acc);
+                    }
+                }
+                *v = acc;
+            }
+            finish_sum(epilogue, ch, dst, bias.get(ch).copied().unwrap_or(0.), None);
+        }
+        let (kernel, bias, epilogue) = w.pointwise;
+        let (first, last) = (self.rows.start == 0, self.rows.end == shape.height);
+        let (start, bottom) = (shape.at(self.rows.start, 0), shape.at(shape.height, 0));
+        let image = self.image * o * plane;
+        assert!(image + o * plane <= len, "separable: output too short");
+        // SAFETY: the product writes `image + oc * plane + start + j` for `oc < o`, `j <
+        // count`: the tile's rows of the image's planes (`start + count <= bottom < plane`),
+        // inside the output (asserted), which the caller borrows mutably for the whole run,
+        // and disjoint from every other tile's values (other rows, or another image's planes),
+        // so no two tasks touch the same value. `depthwise` holds `c * count` values.
+        unsafe {
+            gemm_raw(
+                out.at(image + start),
+                (plane, false),
+                kernel,
+                depthwise,
+                (o, count, c),
+                count,
+                gemm::Parallelism::None,
+            )
+        };
+        for oc in 0..o {
+            let dst = image + oc * plane;
+            // SAFETY: the tile's `count` values of plane `oc`, which the product just wrote
+            // (initialised), and which only this task accesses (see above).
+            let row = unsafe { std::slice::from_raw_parts_mut(out.at(dst + start), count) };
+            let residual = self.residual.filter(|&(_, rc)| oc < rc).map(|(r, rc)| {
+                let plane = &r[(self.image * rc + oc) * plane..][..plane];
+                (&plane[start..start + count], false)
+            });
+            finish_sum(
+                epilogue,
+                oc,
+                row,
+                bias.get(oc).copied().unwrap_or(0.),
+                residual,
+            );
+            // Columns `width` and `width + 1` of the pitch land on the border.
+            for line in row.chunks_exact_mut(cols) {
+                line[width..].fill(0.);
+            }
+            // SAFETY: the first rows' tile also writes `dst..dst + at(0, 0)`, the last rows'
+            // `dst + bottom..dst + plane`: the plane's border outside every tile's rows,
+            // inside the output and touched by no other task.
+            unsafe {
+                if first {
+                    std::ptr::write_bytes(out.at(dst), 0, shape.at(0, 0));
+                }
+                if last {
+                    std::ptr::write_bytes(out.at(dst + bottom), 0, plane - bottom);
+                }
+            }
+        }
+    }
+}
+
 /// The largest depthwise kernel the depthwise kernel runs (larger ones take the grouped `gemm`
 /// path of [`conv2d`]).
 pub(crate) const MAX_DEPTHWISE_KERNEL: usize = 7;
@@ -1701,6 +1975,9 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
+    /// One tile of a separable convolution: `(tile, scratch, (output, its length))` (see
+    /// [`SeparableTile::run`]).
+    Separable(&'a SeparableTile<'a>, &'a mut [f32], (SharedPtr, usize)),
     /// An activation on one row of channel `channel`.
     Activation(&'a Epilogue, usize, &'a mut [f32]),
     /// Panels of a block-quantised dense layer: `(weight, input, first panel, out_p)`
@@ -1743,6 +2020,7 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::Pad(g, layout, src, padded) => layout.fill(g, src, padded),
             Self::Direct(group, dst, flat) => group.run(simd, dst, flat),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
+            Self::Separable(tile, scratch, out) => tile.run(scratch, out),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),
             Self::Quantized(weight, input, first, out_p) => {
                 quantized_panels(weight, input, first, out_p)

@@ -498,6 +498,195 @@ impl Conv2d {
     }
 }
 
+/// Activations (`[N, C, H, W]`) laid out for chains of [`Separable`] layers: each plane stored
+/// as `(H + 3) x (W + 2)` values with a zero border (one row above, two below, one column
+/// either side), so that a 3x3 depthwise convolution reads its neighbours straight from the
+/// tensor, with no padded copy per layer, and the following 1x1 convolution writes the next
+/// layer's border as it goes.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use facecore::layers::Bordered;
+///
+/// let xs = Tensor::arange(0f32, 24., &Device::Cpu)?.reshape((1, 2, 3, 4))?;
+/// let bordered = Bordered::new(&xs)?;
+/// assert_eq!(bordered.dims4(), (1, 2, 3, 4));
+/// assert_eq!(bordered.to_tensor()?.to_vec3::<f32>()?, xs.squeeze(0)?.to_vec3::<f32>()?);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bordered {
+    /// `[N, C, H + 3, W + 2]`, contiguous.
+    values: Tensor,
+    /// `(N, C, H, W)` without the border.
+    dims: (usize, usize, usize, usize),
+}
+
+impl Bordered {
+    /// `xs` (`[N, C, H, W]`, at least one row and column) in the bordered layout: one copy.
+    pub fn new(xs: &Tensor) -> candle_core::Result<Self> {
+        let dims = xs.dims4()?;
+        let (n, c, height, width) = dims;
+        if height == 0 || width == 0 {
+            candle_core::bail!(
+                "bordered activations need a non-empty plane, got {:?}",
+                xs.dims()
+            );
+        }
+        let values = if xs.device().is_cpu() {
+            let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+            let shape = Self::shape_of(dims);
+            let values = with_f32_slice(&xs, |input| kernels::border(&shape, input))?;
+            Tensor::from_vec(values, (n, c, height + 3, width + 2), xs.device())?
+        } else {
+            xs.pad_with_zeros(D::Minus2, 1, 2)?
+                .pad_with_zeros(D::Minus1, 1, 1)?
+                .contiguous()?
+        };
+        Ok(Self { values, dims })
+    }
+
+    /// The activations without their border (`[N, C, H, W]`): one copy.
+    pub fn to_tensor(&self) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = self.dims;
+        if self.on_cpu() {
+            let shape = Self::shape_of(self.dims);
+            let plain = with_f32_slice(&self.values, |values| kernels::unborder(&shape, values))?;
+            return Tensor::from_vec(plain, (n, c, h, w), self.values.device());
+        }
+        self.values
+            .narrow(D::Minus2, 1, h)?
+            .narrow(D::Minus1, 1, w)?
+            .contiguous()
+    }
+
+    /// `(N, C, H, W)` of the activations (without the border).
+    pub fn dims4(&self) -> (usize, usize, usize, usize) {
+        self.dims
+    }
+
+    /// Whether the facecore kernels take the values: f32 on the CPU.
+    fn on_cpu(&self) -> bool {
+        self.values.device().is_cpu() && self.values.dtype() == DType::F32
+    }
+
+    fn shape_of(
+        (batch, channels, height, width): (usize, usize, usize, usize),
+    ) -> kernels::BorderedShape {
+        kernels::BorderedShape {
+            batch,
+            channels,
+            height,
+            width,
+        }
+    }
+}
+
+/// A 3x3 depthwise convolution (stride 1, one zero on every side: TensorFlow's `SAME`) and the
+/// 1x1 convolution after it, run as one layer on [`Bordered`] activations, with a residual
+/// added before the pointwise activation.
+///
+/// On the CPU a few rows of all channels go through both convolutions at a time, the
+/// depthwise outputs staying in cache for the product, and no plane is copied or padded; the
+/// output is bordered for the next such layer. On other devices it runs the two [`Conv2d`]s.
+#[derive(Debug, Clone)]
+pub struct Separable {
+    depthwise: Conv2d,
+    pointwise: Conv2d,
+}
+
+impl Separable {
+    /// The pair, checked: a depthwise 3x3 convolution with stride 1 and one zero of padding
+    /// on every side, then a 1x1 convolution with stride 1 and no padding over its channels.
+    pub fn new(depthwise: Conv2d, pointwise: Conv2d) -> candle_core::Result<Self> {
+        let (d, p) = (&depthwise.spec, &pointwise.spec);
+        let channels = d.in_channels;
+        if d.groups != channels
+            || d.out_channels != channels
+            || d.kernel != 3
+            || d.stride != 1
+            || d.padding.amounts((3, 3), 3, 1) != (1, 1, 1, 1)
+        {
+            candle_core::bail!(
+                "a separable layer needs a 3x3 depthwise convolution, stride 1, padding 1, got {d:?}"
+            );
+        }
+        if p.in_channels != channels
+            || p.groups != 1
+            || p.kernel != 1
+            || p.stride != 1
+            || p.padding.amounts((3, 3), 1, 1) != (0, 0, 0, 0)
+        {
+            candle_core::bail!(
+                "a separable layer needs a 1x1 convolution of the {channels} depthwise channels, got {p:?}"
+            );
+        }
+        Ok(Self {
+            depthwise,
+            pointwise,
+        })
+    }
+
+    /// `pointwise(depthwise(xs))`, with `residual` (`[N, C', H, W]`, `C'` at most the
+    /// outputs; the further channels get nothing) added before the pointwise activation.
+    /// Errors when `xs` has the wrong channels or `residual` does not fit the output.
+    pub fn forward(
+        &self,
+        xs: &Bordered,
+        residual: Option<&Bordered>,
+    ) -> candle_core::Result<Bordered> {
+        let (n, c, h, w) = xs.dims4();
+        let out_channels = self.pointwise.spec.out_channels;
+        if c != self.depthwise.spec.in_channels {
+            candle_core::bail!(
+                "separable layer expects {} input channels, got [{n}, {c}, {h}, {w}]",
+                self.depthwise.spec.in_channels
+            );
+        }
+        if let Some(r) = residual {
+            let (rn, rc, rh, rw) = r.dims4();
+            if rn != n || rc > out_channels || (rh, rw) != (h, w) {
+                candle_core::bail!(
+                    "residual of shape [{rn}, {rc}, {rh}, {rw}] does not fit a separable output of [{n}, {out_channels}, {h}, {w}]"
+                );
+            }
+        }
+        if !xs.on_cpu() || !residual.is_none_or(Bordered::on_cpu) {
+            let ys = self.depthwise.forward(&xs.to_tensor()?)?;
+            let ys = match residual {
+                Some(r) => self
+                    .pointwise
+                    .forward_add(&ys, Residual::BeforeActivation(&r.to_tensor()?))?,
+                None => self.pointwise.forward(&ys)?,
+            };
+            return Bordered::new(&ys);
+        }
+        let (d, p) = (&self.depthwise, &self.pointwise);
+        let out = with_f32_slice(&xs.values, |input| {
+            with_f32_slice(&d.weight, |dw| {
+                with_f32_slice(&p.weight, |pw| {
+                    let r = residual.map(|r| &r.values);
+                    with_optional_f32_slice(r, |values| {
+                        let weights = kernels::SeparableWeights {
+                            depthwise: (dw, &d.bias_values, &d.epilogue),
+                            pointwise: (pw, &p.bias_values, &p.epilogue),
+                            out_channels,
+                        };
+                        let residual = values.zip(residual).map(|(v, r)| (v, r.dims.1));
+                        let shape = Bordered::shape_of(xs.dims);
+                        kernels::separable(&shape, input, &weights, residual)
+                    })
+                })
+            })
+        })????;
+        let values = Tensor::from_vec(out, (n, out_channels, h + 3, w + 2), xs.values.device())?;
+        Ok(Bordered {
+            values,
+            dims: (n, out_channels, h, w),
+        })
+    }
+}
+
 /// A dense layer over the last dimension, `y = act(x W^T + b)` (no activation unless
 /// [`with_activation`](Self::with_activation) sets one), run by facecore's `gemm` on the CPU
 /// (candle's matmul elsewhere). It also runs over the second-to-last dimension
@@ -986,6 +1175,88 @@ mod tests {
             .unwrap();
         let err = max_abs_diff(&got, &want);
         assert!(err < 1e-4, "{err}");
+    }
+
+    /// A separable layer's two convolutions: depthwise `c` channels, pointwise `c → o`.
+    fn separable_pair(c: usize, o: usize, act: Activation) -> (Conv2d, Conv2d) {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let dw_spec = Conv2dSpec::depthwise(c, 3, 1).with_padding(Padding::Same);
+        // The depthwise layer takes the same activation unless it has per-channel slopes.
+        let dw_act = match act {
+            Activation::PRelu(_) => Activation::Identity,
+            _ => act.clone(),
+        };
+        let dw = Conv2d::from_tensors(r(&[c, 1, 3, 3]), Some(r(&[c])), dw_spec, dw_act);
+        let pw_spec = Conv2dSpec::new(c, o, 1, 1);
+        let pw = Conv2d::from_tensors(r(&[o, c, 1, 1]), Some(r(&[o])), pw_spec, act);
+        (dw.unwrap(), pw.unwrap())
+    }
+
+    #[test]
+    fn separable_matches_its_two_convolutions() {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let slopes = |o: usize| Activation::PRelu(r(&[o]).affine(0.1, 0.).unwrap());
+        // Single pixels, one row, two columns, odd sizes, several tiles (64 x 64), a batch, a
+        // residual with fewer channels than the output.
+        for (n, c, o, (h, w), rc, act) in [
+            (1, 3, 5, (1, 1), 0, Activation::Relu),
+            (1, 4, 4, (1, 9), 4, Activation::Identity),
+            (2, 4, 6, (5, 2), 4, slopes(6)),
+            (1, 16, 24, (17, 30), 16, Activation::Relu),
+            (1, 24, 28, (64, 64), 24, Activation::Relu),
+            (3, 8, 8, (33, 13), 0, slopes(8)),
+        ] {
+            let (dw, pw) = separable_pair(c, o, act);
+            let xs = r(&[n, c, h, w]);
+            let residual = (rc > 0).then(|| r(&[n, rc, h, w]));
+            let layer = Separable::new(dw.clone(), pw.clone()).unwrap();
+            let bordered = residual.as_ref().map(|t| Bordered::new(t).unwrap());
+            let got = layer
+                .forward(&Bordered::new(&xs).unwrap(), bordered.as_ref())
+                .unwrap();
+            let ys = dw.forward(&xs).unwrap();
+            let want = match &residual {
+                Some(t) => pw.forward_add(&ys, Residual::BeforeActivation(t)).unwrap(),
+                None => pw.forward(&ys).unwrap(),
+            };
+            let shape = (n, c, h, w);
+            let err = relative_error(&got.to_tensor().unwrap(), &want);
+            assert!(err < 1e-5, "{shape:?}: {err}");
+            // The border is zero, as a fresh copy of the output has it.
+            let fresh = Bordered::new(&want).unwrap();
+            let err = relative_error(&got.values, &fresh.values);
+            assert!(err < 1e-5, "{shape:?} bordered: {err}");
+        }
+    }
+
+    #[test]
+    fn separable_rejects_what_it_does_not_run() {
+        let (dw, pw) = separable_pair(4, 6, Activation::Relu);
+        let strided = Conv2d::from_tensors(
+            dw.weight.clone(),
+            None,
+            Conv2dSpec::depthwise(4, 3, 2).with_padding(Padding::Same),
+            Activation::Identity,
+        )
+        .unwrap();
+        assert!(Separable::new(strided, pw.clone()).is_err());
+        assert!(Separable::new(pw.clone(), pw.clone()).is_err());
+        assert!(Separable::new(dw.clone(), dw.clone()).is_err());
+        let layer = Separable::new(dw, pw).unwrap();
+        let dev = Device::Cpu;
+        let bordered = |shape: (usize, usize, usize, usize)| {
+            Bordered::new(&Tensor::zeros(shape, DType::F32, &dev).unwrap()).unwrap()
+        };
+        let xs = bordered((1, 4, 5, 5));
+        assert!(layer.forward(&bordered((1, 3, 5, 5)), None).is_err());
+        assert!(layer.forward(&xs, Some(&bordered((1, 7, 5, 5)))).is_err());
+        assert!(layer.forward(&xs, Some(&bordered((1, 4, 5, 6)))).is_err());
+        assert!(layer.forward(&xs, Some(&bordered((2, 4, 5, 5)))).is_err());
+        assert!(layer.forward(&xs, Some(&bordered((1, 4, 5, 5)))).is_ok());
+        let empty = Tensor::zeros((1, 4, 0, 5), DType::F32, &dev).unwrap();
+        assert!(Bordered::new(&empty).is_err());
     }
 
     /// Candle's own convolution with the bias and activation applied by candle ops.
@@ -1562,6 +1833,9 @@ mod tests {
         let linear = Linear::new(r(&[500, 600]), Some(r(&[500]))).unwrap();
         let (row, rows) = (r(&[1, 600]), r(&[5, 600]));
         let (quantized, _) = quantized_layer((500, 600, 60), 3, None);
+        let (dw, pw) = separable_pair(32, 48, Activation::Relu);
+        let separable = Separable::new(dw, pw).unwrap();
+        let bordered = Bordered::new(&xs).unwrap();
         type Layer<'a> = Box<dyn Fn() -> Tensor + Sync + 'a>;
         let layers: Vec<(&str, Layer)> = vec![
             ("3x3", Box::new(|| dense.forward(&xs).unwrap())),
@@ -1573,6 +1847,13 @@ mod tests {
             ("depthwise", Box::new(|| depthwise.forward(&xs).unwrap())),
             ("grouped", Box::new(|| grouped.forward(&xs).unwrap())),
             ("pool", Box::new(|| pool.forward(&xs).unwrap())),
+            (
+                "separable",
+                Box::new(|| {
+                    let ys = separable.forward(&bordered, Some(&bordered)).unwrap();
+                    ys.to_tensor().unwrap()
+                }),
+            ),
             ("resize", Box::new(|| resize_bilinear(&xs, 57, 31).unwrap())),
             (
                 "sum",

@@ -50,7 +50,7 @@ use candle_nn::VarBuilder;
 use facecore::geometry::{BBox, Point};
 use facecore::image::{image_to_tensor, InputTransform, Normalization, Resize};
 use facecore::layers::{
-    resize_bilinear, Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual,
+    resize_bilinear, Activation, Bordered, Conv2d, Conv2dSpec, Padding, Pool2d, Residual, Separable,
 };
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
@@ -362,12 +362,26 @@ fn depthwise(vb: &VarBuilder, name: &str, c: usize, stride: usize) -> candle_cor
 /// shortcut max-pooled 2x2 when the block strides and zero-padded to the output channels (the
 /// last convolution fuses the addition and the ReLU).
 #[derive(Debug, Clone)]
-struct Block {
-    convs: Vec<Conv2d>,
-    stride: usize,
+enum Block {
+    /// A block that halves the resolution, on plain activations.
+    Strided(Vec<Conv2d>),
+    /// A stride-1 block: its depthwise and pointwise pairs, on bordered activations.
+    Separable(Vec<Separable>),
 }
 
 impl Block {
+    /// The block of `stride` from its convolutions, depthwise and pointwise in turn.
+    fn new(convs: Vec<Conv2d>, stride: usize) -> candle_core::Result<Self> {
+        if stride != 1 {
+            return Ok(Self::Strided(convs));
+        }
+        let pairs = convs
+            .chunks_exact(2)
+            .map(|pair| Separable::new(pair[0].clone(), pair[1].clone()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self::Separable(pairs))
+    }
+
     /// A single block: depthwise (stride `stride`), pointwise `cin → cout`.
     fn single(
         vb: &VarBuilder,
@@ -378,10 +392,7 @@ impl Block {
     ) -> candle_core::Result<Self> {
         let dw = depthwise(vb, &n.depthwise(), cin, stride)?;
         let pw = pointwise(vb, &n.conv(), cin, cout, Activation::Relu)?;
-        Ok(Self {
-            convs: vec![dw, pw],
-            stride,
-        })
+        Self::new(vec![dw, pw], stride)
     }
 
     /// A double block: depthwise (stride `stride`), pointwise `cin → mid` + ReLU, depthwise,
@@ -398,30 +409,59 @@ impl Block {
         let pw1 = pointwise(vb, &n.conv(), cin, mid, Activation::Relu)?;
         let dw2 = depthwise(vb, &n.depthwise(), mid, 1)?;
         let pw2 = pointwise(vb, &n.conv(), mid, cout, Activation::Relu)?;
-        Ok(Self {
-            convs: vec![dw1, pw1, dw2, pw2],
-            stride,
-        })
+        Self::new(vec![dw1, pw1, dw2, pw2], stride)
     }
 }
 
-impl Module for Block {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let Some((last, first)) = self.convs.split_last() else {
-            return Ok(xs.clone());
-        };
-        let ys = first.iter().try_fold(xs.clone(), |h, c| c.forward(&h))?;
-        let shortcut = if self.stride == 2 {
-            Pool2d::max(2, 2).forward(xs)?
-        } else {
-            xs.clone()
-        };
-        last.forward_add(&ys, Residual::BeforeActivation(&shortcut))
+/// The activations between blocks: plain, or bordered for stride-1 blocks (converted only
+/// where the kind of block changes).
+enum Flow {
+    Plain(Tensor),
+    Bordered(Bordered),
+}
+
+impl Flow {
+    fn plain(self) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Plain(xs) => Ok(xs),
+            Self::Bordered(xs) => xs.to_tensor(),
+        }
+    }
+
+    fn bordered(self) -> candle_core::Result<Bordered> {
+        match self {
+            Self::Plain(xs) => Bordered::new(&xs),
+            Self::Bordered(xs) => Ok(xs),
+        }
     }
 }
 
 fn run(blocks: &[Block], xs: &Tensor) -> candle_core::Result<Tensor> {
-    blocks.iter().try_fold(xs.clone(), |h, b| b.forward(&h))
+    let mut flow = Flow::Plain(xs.clone());
+    for block in blocks {
+        flow = match block {
+            Block::Strided(convs) => {
+                let xs = flow.plain()?;
+                let Some((last, first)) = convs.split_last() else {
+                    return Ok(xs);
+                };
+                let ys = first.iter().try_fold(xs.clone(), |h, c| c.forward(&h))?;
+                let shortcut = Pool2d::max(2, 2).forward(&xs)?;
+                Flow::Plain(last.forward_add(&ys, Residual::BeforeActivation(&shortcut))?)
+            }
+            Block::Separable(pairs) => {
+                let xs = flow.bordered()?;
+                let Some((last, first)) = pairs.split_last() else {
+                    return xs.to_tensor();
+                };
+                let ys = first
+                    .iter()
+                    .try_fold(xs.clone(), |h, p| p.forward(&h, None))?;
+                Flow::Bordered(last.forward(&ys, Some(&xs))?)
+            }
+        };
+    }
+    flow.plain()
 }
 
 /// One level of the full-range feature pyramid: `relu(top(coarser))` upsampled 2x, plus
