@@ -1637,6 +1637,25 @@ pub(crate) fn border(shape: &BorderedShape, input: &[f32]) -> Vec<f32> {
     unsafe { written(planes * plane, fill) }
 }
 
+/// Zeroes the border of every plane of `values` (`shape`, bordered): the parts a pointwise
+/// product over whole bordered planes wrote there. Panics when `values` does not hold
+/// `shape`'s planes.
+pub(crate) fn clear_border(shape: &BorderedShape, values: &mut [f32]) {
+    let (h, w, plane) = (shape.height, shape.width, shape.plane());
+    assert_eq!(
+        values.len(),
+        shape.batch * shape.channels * plane,
+        "clear_border: values of the wrong size"
+    );
+    for_each_chunk(values, plane, grain(plane), |_, plane| {
+        plane[..shape.at(0, 0)].fill(0.);
+        for y in 0..h {
+            plane[shape.at(y, w)..shape.at(y + 1, 0)].fill(0.);
+        }
+        plane[shape.at(h, 0)..].fill(0.);
+    });
+}
+
 /// The planes of `input`, in the bordered layout of `shape`, without their border: `[N, C, H,
 /// W]`. Panics when `input` does not hold `shape`'s planes.
 pub(crate) fn unborder(shape: &BorderedShape, input: &[f32]) -> Vec<f32> {
@@ -1699,11 +1718,17 @@ pub(crate) fn separable(
             && residual.is_none_or(|(r, rc)| rc <= o && r.len() == shape.batch * rc * plane),
         "separable: a slice of the wrong size"
     );
-    let rows = (SEPARABLE_TILE / ((c + o) * cols).max(1)).clamp(1, h);
-    let tiles = h.div_ceil(rows);
+    let row = (c + o) * cols;
+    let rows = (SEPARABLE_TILE / row.max(1)).clamp(1, h);
+    // A single image makes at least a tile per thread.
+    let tiles = match shape.batch {
+        1 => h.div_ceil(rows).max(tasks_for(h, grain(row))),
+        _ => h.div_ceil(rows),
+    };
     let rows = h.div_ceil(tiles);
+    let tiles = h.div_ceil(rows);
     let all = shape.batch * tiles;
-    let per_task = all.div_ceil(tasks_for(all, grain(rows * cols * (c + o))));
+    let per_task = all.div_ceil(tasks_for(all, grain(rows * row)));
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let (len, out) = (out.len(), SharedPtr(out.as_mut_ptr().cast::<f32>()));
         run_tasks(all.div_ceil(per_task), &|t| {

@@ -438,6 +438,49 @@ impl Conv2d {
         if !xs.device().is_cpu() {
             return self.forward_candle(xs, pads, residual);
         }
+        let out = self.run_cpu(xs, &g, residual)?;
+        Tensor::from_vec(
+            out,
+            (n, s.out_channels, g.out_height, g.out_width),
+            xs.device(),
+        )
+    }
+
+    /// A 1x1 convolution (stride 1, no padding) of bordered activations: the product runs over
+    /// the border too, which is then zeroed again. Errors for any other convolution or when
+    /// `xs` has the wrong channels.
+    pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
+        let s = &self.spec;
+        if s.kernel != 1 || s.stride != 1 || s.padding.amounts((3, 3), 1, 1) != (0, 0, 0, 0) {
+            candle_core::bail!("only a 1x1 convolution runs on bordered activations, got {s:?}");
+        }
+        let (n, c, h, w) = xs.dims;
+        if c != s.in_channels {
+            candle_core::bail!(
+                "convolution expects {} input channels, got [{n}, {c}, {h}, {w}]",
+                s.in_channels
+            );
+        }
+        if !xs.on_cpu() {
+            return Bordered::new(&self.forward(&xs.to_tensor()?)?);
+        }
+        let g = window_geometry("convolution", (n, c, h + 3, w + 2), 1, 1, (0, 0, 0, 0))?;
+        let mut out = self.run_cpu(&xs.values, &g, None)?;
+        let dims = (n, s.out_channels, h, w);
+        kernels::clear_border(&Bordered::shape_of(dims), &mut out);
+        let values = Tensor::from_vec(out, (n, s.out_channels, h + 3, w + 2), xs.values.device())?;
+        Ok(Bordered { values, dims })
+    }
+
+    /// The convolution of `xs` (on the CPU, of geometry `g`) by facecore's kernels, with the
+    /// residual when there is one.
+    fn run_cpu(
+        &self,
+        xs: &Tensor,
+        g: &Geometry,
+        residual: Option<Residual>,
+    ) -> candle_core::Result<Vec<f32>> {
+        let s = &self.spec;
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
         let r = residual
             .map(|r| r.tensor().to_dtype(DType::F32)?.contiguous())
@@ -453,7 +496,7 @@ impl Conv2d {
                     });
                     if let Some(direct) = &self.direct {
                         let out = kernels::conv2d_direct(
-                            &g,
+                            g,
                             input,
                             direct,
                             &self.bias_values,
@@ -466,7 +509,7 @@ impl Conv2d {
                     }
                     let depthwise = if is_depthwise {
                         kernels::depthwise(
-                            &g,
+                            g,
                             input,
                             weight,
                             &self.bias_values,
@@ -478,7 +521,7 @@ impl Conv2d {
                     };
                     depthwise.unwrap_or_else(|| {
                         kernels::conv2d(
-                            &g,
+                            g,
                             input,
                             weight,
                             &self.bias_values,
@@ -490,11 +533,7 @@ impl Conv2d {
                 })
             })
         })???;
-        Tensor::from_vec(
-            out,
-            (n, s.out_channels, g.out_height, g.out_width),
-            xs.device(),
-        )
+        Ok(out)
     }
 }
 
@@ -511,7 +550,8 @@ impl Conv2d {
 /// let xs = Tensor::arange(0f32, 24., &Device::Cpu)?.reshape((1, 2, 3, 4))?;
 /// let bordered = Bordered::new(&xs)?;
 /// assert_eq!(bordered.dims4(), (1, 2, 3, 4));
-/// assert_eq!(bordered.to_tensor()?.to_vec3::<f32>()?, xs.squeeze(0)?.to_vec3::<f32>()?);
+/// let plain = bordered.to_tensor()?.squeeze(0)?;
+/// assert_eq!(plain.to_vec3::<f32>()?, xs.squeeze(0)?.to_vec3::<f32>()?);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -578,6 +618,34 @@ impl Bordered {
             channels,
             height,
             width,
+        }
+    }
+}
+
+/// A network's activations between layers, plain or [`Bordered`], converted (one copy) only
+/// where the next layer needs the other layout.
+#[derive(Debug, Clone)]
+pub enum Activations {
+    /// `[N, C, H, W]`.
+    Plain(Tensor),
+    /// In the bordered layout.
+    Bordered(Bordered),
+}
+
+impl Activations {
+    /// The activations as a plain tensor.
+    pub fn into_plain(self) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Plain(xs) => Ok(xs),
+            Self::Bordered(xs) => xs.to_tensor(),
+        }
+    }
+
+    /// The activations in the bordered layout.
+    pub fn into_bordered(self) -> candle_core::Result<Bordered> {
+        match self {
+            Self::Plain(xs) => Bordered::new(&xs),
+            Self::Bordered(xs) => Ok(xs),
         }
     }
 }
@@ -1228,6 +1296,23 @@ mod tests {
             let fresh = Bordered::new(&want).unwrap();
             let err = relative_error(&got.values, &fresh.values);
             assert!(err < 1e-5, "{shape:?} bordered: {err}");
+            // A 1x1 convolution on bordered activations keeps the border zero.
+            let expand = Conv2d::from_tensors(
+                r(&[o, c, 1, 1]),
+                Some(r(&[o])),
+                Conv2dSpec::new(c, o, 1, 1),
+                slopes(o),
+            )
+            .unwrap();
+            let got = expand
+                .forward_bordered(&Bordered::new(&xs).unwrap())
+                .unwrap();
+            let want = Bordered::new(&expand.forward(&xs).unwrap()).unwrap();
+            let err = relative_error(&got.values, &want.values);
+            assert!(err < 1e-5, "{shape:?} 1x1 bordered: {err}");
+            let plain = Activations::Bordered(got).into_plain().unwrap();
+            let err = relative_error(&plain, &expand.forward(&xs).unwrap());
+            assert!(err < 1e-5, "{shape:?} 1x1 bordered, plain: {err}");
         }
     }
 
@@ -1255,6 +1340,12 @@ mod tests {
         assert!(layer.forward(&xs, Some(&bordered((1, 4, 5, 6)))).is_err());
         assert!(layer.forward(&xs, Some(&bordered((2, 4, 5, 5)))).is_err());
         assert!(layer.forward(&xs, Some(&bordered((1, 4, 5, 5)))).is_ok());
+        assert!(layer.depthwise.forward_bordered(&xs).is_err());
+        assert!(layer.pointwise.forward_bordered(&xs).is_ok());
+        assert!(layer
+            .pointwise
+            .forward_bordered(&bordered((1, 6, 5, 5)))
+            .is_err());
         let empty = Tensor::zeros((1, 4, 0, 5), DType::F32, &dev).unwrap();
         assert!(Bordered::new(&empty).is_err());
     }

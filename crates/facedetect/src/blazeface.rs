@@ -50,7 +50,8 @@ use candle_nn::VarBuilder;
 use facecore::geometry::{BBox, Point};
 use facecore::image::{image_to_tensor, InputTransform, Normalization, Resize};
 use facecore::layers::{
-    resize_bilinear, Activation, Bordered, Conv2d, Conv2dSpec, Padding, Pool2d, Residual, Separable,
+    resize_bilinear, Activation, Activations, Conv2d, Conv2dSpec, Padding, Pool2d, Residual,
+    Separable,
 };
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
@@ -413,55 +414,32 @@ impl Block {
     }
 }
 
-/// The activations between blocks: plain, or bordered for stride-1 blocks (converted only
-/// where the kind of block changes).
-enum Flow {
-    Plain(Tensor),
-    Bordered(Bordered),
-}
-
-impl Flow {
-    fn plain(self) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Plain(xs) => Ok(xs),
-            Self::Bordered(xs) => xs.to_tensor(),
-        }
-    }
-
-    fn bordered(self) -> candle_core::Result<Bordered> {
-        match self {
-            Self::Plain(xs) => Bordered::new(&xs),
-            Self::Bordered(xs) => Ok(xs),
-        }
-    }
-}
-
 fn run(blocks: &[Block], xs: &Tensor) -> candle_core::Result<Tensor> {
-    let mut flow = Flow::Plain(xs.clone());
+    let mut flow = Activations::Plain(xs.clone());
     for block in blocks {
         flow = match block {
             Block::Strided(convs) => {
-                let xs = flow.plain()?;
+                let xs = flow.into_plain()?;
                 let Some((last, first)) = convs.split_last() else {
                     return Ok(xs);
                 };
                 let ys = first.iter().try_fold(xs.clone(), |h, c| c.forward(&h))?;
                 let shortcut = Pool2d::max(2, 2).forward(&xs)?;
-                Flow::Plain(last.forward_add(&ys, Residual::BeforeActivation(&shortcut))?)
+                Activations::Plain(last.forward_add(&ys, Residual::BeforeActivation(&shortcut))?)
             }
             Block::Separable(pairs) => {
-                let xs = flow.bordered()?;
+                let xs = flow.into_bordered()?;
                 let Some((last, first)) = pairs.split_last() else {
                     return xs.to_tensor();
                 };
                 let ys = first
                     .iter()
                     .try_fold(xs.clone(), |h, p| p.forward(&h, None))?;
-                Flow::Bordered(last.forward(&ys, Some(&xs))?)
+                Activations::Bordered(last.forward(&ys, Some(&xs))?)
             }
         };
     }
-    flow.plain()
+    flow.into_plain()
 }
 
 /// One level of the full-range feature pyramid: `relu(top(coarser))` upsampled 2x, plus

@@ -55,7 +55,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use facecore::geometry::{Affine2, BBox, Keypoints5, Point, Point3};
 use facecore::image::warp_affine;
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Padding, Pool2d, Residual};
+use facecore::layers::{
+    Activation, Activations, Conv2d, Conv2dSpec, Padding, Pool2d, Residual, Separable,
+};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::{Rgb, RgbImage};
 
@@ -395,24 +397,39 @@ fn conv(
     Conv2d::from_tensors(w, b, spec, act)
 }
 
+/// The smallest planes whose blocks run on bordered activations: on smaller ones the border
+/// is a large share of the positions the expansion computes over (a third more at 8 x 8).
+const MIN_BORDERED_SIZE: usize = 16;
+
 /// A residual block; see the module documentation.
 #[derive(Debug, Clone)]
 struct Block {
     expand: Conv2d,
-    depthwise: Conv2d,
-    /// The projection, with the addition of the shortcut and the block's PReLU fused.
-    project: Conv2d,
-    downsample: bool,
+    rest: Rest,
+}
+
+/// A block's depthwise convolution and projection, the projection fusing the addition of the
+/// shortcut and the block's PReLU.
+#[derive(Debug, Clone)]
+enum Rest {
+    /// On plain activations, the shortcut max-pooled when the block halves the resolution.
+    Plain {
+        depthwise: Conv2d,
+        project: Conv2d,
+        downsample: bool,
+    },
+    /// On bordered activations (a block that keeps planes of at least [`MIN_BORDERED_SIZE`]).
+    Bordered(Separable),
 }
 
 impl Block {
-    /// `cin → mid → cout`; `downsample` halves the resolution (2x2/2 first convolution and a
-    /// max-pooled shortcut).
+    /// `cin → mid → cout` on `size x size` planes; `downsample` halves the resolution (2x2/2
+    /// first convolution and a max-pooled shortcut).
     fn load(
         vb: &VarBuilder,
         n: &mut Names,
         (cin, mid, cout): (usize, usize, usize),
-        downsample: bool,
+        (size, downsample): (usize, bool),
     ) -> candle_core::Result<Self> {
         let spec = if downsample {
             Conv2dSpec::new(cin, mid, 2, 2).with_padding(Padding::Symmetric(0))
@@ -426,25 +443,41 @@ impl Block {
         let project_spec = Conv2dSpec::new(mid, cout, 1, 1);
         let project_name = n.conv();
         let project = conv(vb, &project_name, project_spec, true, n.prelu(vb, cout)?)?;
-        Ok(Self {
-            expand,
-            depthwise,
-            project,
-            downsample,
-        })
-    }
-}
-
-impl Module for Block {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = xs.apply(&self.expand)?.apply(&self.depthwise)?;
-        let shortcut = if self.downsample {
-            Pool2d::max(2, 2).forward(xs)?
+        let rest = if !downsample && size >= MIN_BORDERED_SIZE {
+            Rest::Bordered(Separable::new(depthwise, project)?)
         } else {
-            xs.clone()
+            Rest::Plain {
+                depthwise,
+                project,
+                downsample,
+            }
         };
-        self.project
-            .forward_add(&ys, Residual::BeforeActivation(&shortcut))
+        Ok(Self { expand, rest })
+    }
+
+    fn forward(&self, xs: Activations) -> candle_core::Result<Activations> {
+        match &self.rest {
+            Rest::Plain {
+                depthwise,
+                project,
+                downsample,
+            } => {
+                let xs = xs.into_plain()?;
+                let ys = xs.apply(&self.expand)?.apply(depthwise)?;
+                let shortcut = if *downsample {
+                    Pool2d::max(2, 2).forward(&xs)?
+                } else {
+                    xs
+                };
+                let out = project.forward_add(&ys, Residual::BeforeActivation(&shortcut))?;
+                Ok(Activations::Plain(out))
+            }
+            Rest::Bordered(separable) => {
+                let xs = xs.into_bordered()?;
+                let ys = self.expand.forward_bordered(&xs)?;
+                Ok(Activations::Bordered(separable.forward(&ys, Some(&xs))?))
+            }
+        }
     }
 }
 
@@ -495,11 +528,15 @@ impl FaceMeshNet {
         ];
         let mut blocks = Vec::with_capacity(34);
         for (i, &(cin, down_mid, cout)) in stages.iter().enumerate() {
+            // The stem's output is 128 x 128; each stage after the first halves it.
+            let size = 128 >> i;
             if i > 0 {
-                blocks.push(Block::load(&vb, &mut n, (cin, down_mid, cout), true)?);
+                let widths = (cin, down_mid, cout);
+                blocks.push(Block::load(&vb, &mut n, widths, (size, true))?);
             }
             for _ in 0..4 {
-                blocks.push(Block::load(&vb, &mut n, (cout, cout / 2, cout), false)?);
+                let widths = (cout, cout / 2, cout);
+                blocks.push(Block::load(&vb, &mut n, widths, (size, false))?);
             }
         }
         let head = |name: &str, out: usize| {
@@ -525,10 +562,12 @@ impl FaceMeshNet {
                 xs.dims()
             );
         }
+        let stem = Activations::Plain(xs.apply(&self.stem)?);
         let features = self
             .blocks
             .iter()
-            .try_fold(xs.apply(&self.stem)?, |h, b| h.apply(b))?;
+            .try_fold(stem, |h, b| b.forward(h))?
+            .into_plain()?;
         Ok(MeshOutputs {
             landmarks: features.apply(&self.landmarks)?.flatten_from(1)?,
             presence_logits: features.apply(&self.presence)?.flatten_all()?,
