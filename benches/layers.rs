@@ -1,25 +1,28 @@
 //! Single layers of facecore at shapes the small models run (BlazeFace full range's 96x96 and
-//! 24x24 stages and its stem, SFace's dense head at batch 1 in f32 and int8), one thread, so
+//! 24x24 stages and its stem, the first block's depthwise and pointwise pair as one separable
+//! layer, SFace's dense head at batch 1 in f32 and int8), one thread, so
 //! that a kernel change can be timed without the noise of a whole model. Run with `cargo bench --bench layers`.
 
 use std::time::Duration;
 
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Linear, Padding, QuantizedLinear};
+use facecore::layers::{
+    Activation, Bordered, Conv2d, Conv2dSpec, Linear, Padding, QuantizedLinear, Separable,
+};
 use facecore::threads::ThreadPool;
 
-/// A layer of `spec` with random weights and a ReLU.
-fn layer(spec: Conv2dSpec) -> candle_core::Result<Box<dyn Module + Sync>> {
+/// A convolution of `spec` with random weights and a ReLU.
+fn conv2d(spec: Conv2dSpec) -> candle_core::Result<Conv2d> {
     let dev = Device::Cpu;
     let w = Tensor::rand(-1f32, 1., spec.weight_shape(), &dev)?;
     let b = Tensor::rand(-1f32, 1., spec.out_channels, &dev)?;
-    Ok(Box::new(Conv2d::from_tensors(
-        w,
-        Some(b),
-        spec,
-        Activation::Relu,
-    )?))
+    Conv2d::from_tensors(w, Some(b), spec, Activation::Relu)
+}
+
+/// The same as a boxed layer.
+fn layer(spec: Conv2dSpec) -> candle_core::Result<Box<dyn Module + Sync>> {
+    Ok(Box::new(conv2d(spec)?))
 }
 
 /// A dense layer `inputs` → `outputs` with random weights and bias.
@@ -93,6 +96,18 @@ fn layers(c: &mut Criterion) {
             pool.install(|| b.iter(|| layer.forward(xs).expect("forward")))
         });
     }
+    // The first two cases' depthwise and pointwise layers as one separable layer on bordered
+    // activations (BlazeFace full range's first block).
+    let separable = Separable::new(
+        conv2d(dw(32, 1)).expect("depthwise"),
+        conv2d(pw(32, 8)).expect("pointwise"),
+    )
+    .expect("separable");
+    let xs = Tensor::rand(0f32, 1., (1, 32, 96, 96), &Device::Cpu).expect("input");
+    let xs = Bordered::new(&xs).expect("bordered input");
+    group.bench_with_input(BenchmarkId::new("separable_32_8_96", "1t"), &xs, |b, xs| {
+        pool.install(|| b.iter(|| separable.forward(xs, None).expect("forward")))
+    });
     group.finish();
 }
 
