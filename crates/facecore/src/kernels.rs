@@ -1720,9 +1720,10 @@ pub(crate) fn separable(
     );
     let row = (c + o) * cols;
     let rows = (SEPARABLE_TILE / row.max(1)).clamp(1, h);
-    // A single image makes at least a tile per thread.
+    // A single image splits into a multiple of the threads' count of tiles, so that they
+    // share it evenly.
     let tiles = match shape.batch {
-        1 => h.div_ceil(rows).max(tasks_for(h, grain(row))),
+        1 => h.div_ceil(rows).next_multiple_of(tasks_for(h, grain(row))).min(h),
         _ => h.div_ceil(rows),
     };
     let rows = h.div_ceil(tiles);
