@@ -1535,24 +1535,44 @@ fn depthwise_plane<const K: usize>(
     (dst, scratch): (&mut [MaybeUninit<f32>], &mut [f32]),
     finish: Finishing,
 ) {
-    let mut taps = [[0usize; K]; K];
-    let mut weights = [[0f32; K]; K];
-    for (t, (&tap, &w)) in layout.taps.iter().zip(ker).enumerate().take(K * K) {
-        taps[t / K][t % K] = tap;
-        weights[t / K][t % K] = w;
-    }
     let (padded, flat) = scratch.split_at_mut(layout.len);
     layout.fill(g, src, padded);
-    let mut i = 0;
-    while i < flat.len() {
-        i += match flat.len() - i {
-            DEPTHWISE_BLOCK.. => {
-                depthwise_block::<K, DEPTHWISE_BLOCK>(padded, &taps, &weights, i, flat)
-            }
-            _ => depthwise_block::<K, DEPTHWISE_TAIL>(padded, &taps, &weights, i, flat),
-        };
-    }
+    depthwise_outputs::<K>(padded, (&layout.taps, ker), flat);
     finish.write_plane(flat, (layout.cols, g.out_width), dst);
+}
+
+/// The sums of products of a depthwise plane's outputs `flat`: output `i`'s tap `t` (row-major
+/// over the `K x K` window) reads `padded[i + taps[t]]` with weight `ker[t]`. Blocks of
+/// [`DEPTHWISE_BLOCK`], then of [`DEPTHWISE_TAIL`], outputs held in registers across the taps;
+/// the last few outputs one by one, in the same order of taps.
+#[inline(always)]
+fn depthwise_outputs<const K: usize>(
+    padded: &[f32],
+    (taps, ker): (&[usize], &[f32]),
+    flat: &mut [f32],
+) {
+    let mut offsets = [[0usize; K]; K];
+    let mut weights = [[0f32; K]; K];
+    for (t, (&tap, &w)) in taps.iter().zip(ker).enumerate().take(K * K) {
+        offsets[t / K][t % K] = tap;
+        weights[t / K][t % K] = w;
+    }
+    let mut i = 0;
+    while i + DEPTHWISE_BLOCK <= flat.len() {
+        i += depthwise_block::<K, DEPTHWISE_BLOCK>(padded, &offsets, &weights, i, flat);
+    }
+    while i + DEPTHWISE_TAIL <= flat.len() {
+        i += depthwise_block::<K, DEPTHWISE_TAIL>(padded, &offsets, &weights, i, flat);
+    }
+    for (j, v) in flat.iter_mut().enumerate().skip(i) {
+        let mut acc = 0f32;
+        for (offsets, weights) in offsets.iter().zip(&weights) {
+            for (&tap, &w) in offsets.iter().zip(weights) {
+                acc = padded[j + tap].mul_add(w, acc);
+            }
+        }
+        *v = acc;
+    }
 }
 
 /// Outputs `i..i + L` of a depthwise plane (row pitch `cols`) into `flat`; returns `L`.
@@ -1788,36 +1808,23 @@ impl SeparableTile<'_> {
         let depthwise = &mut scratch[..c * count];
         let (kernel, bias, epilogue) = w.depthwise;
         let taps = [
-            [0, 1, 2],
-            [cols, cols + 1, cols + 2],
-            [2 * cols, 2 * cols + 1, 2 * cols + 2],
+            0,
+            1,
+            2,
+            cols,
+            cols + 1,
+            cols + 2,
+            2 * cols,
+            2 * cols + 1,
+            2 * cols + 2,
         ];
         for (ch, dst) in depthwise.chunks_exact_mut(count).enumerate() {
             // Output (y, x) of the plane sums the taps at bordered (y + ky, x + kx): index
-            // y * cols + x + taps[ky][kx]. Computed for every column of the pitch, the last two
-            // of each row being dropped below; the highest read, (H - 1) * cols + W + 1 + 2 *
-            // cols + 2 < (H + 3) * cols, stays inside the plane.
+            // y * cols + x + taps[3 * ky + kx]. Computed for every column of the pitch, the
+            // last two of each row being dropped below; the highest read, (H - 1) * cols + W +
+            // 1 + 2 * cols + 2 < (H + 3) * cols, stays inside the plane.
             let src = &self.input[(self.image * c + ch) * plane..][..plane][offset..];
-            let mut weights = [[0f32; 3]; 3];
-            for (t, &v) in kernel[ch * 9..ch * 9 + 9].iter().enumerate() {
-                weights[t / 3][t % 3] = v;
-            }
-            let mut i = 0;
-            while i + DEPTHWISE_BLOCK <= count {
-                i += depthwise_block::<3, DEPTHWISE_BLOCK>(src, &taps, &weights, i, dst);
-            }
-            while i + DEPTHWISE_TAIL <= count {
-                i += depthwise_block::<3, DEPTHWISE_TAIL>(src, &taps, &weights, i, dst);
-            }
-            for (j, v) in dst.iter_mut().enumerate().skip(i) {
-                let mut acc = 0f32;
-                for (taps, weights) in taps.iter().zip(&weights) {
-                    for (&tap, &w) in taps.iter().zip(weights) {
-                        acc = src[j + tap].mul_add(w, acc);
-                    }
-                }
-                *v = acc;
-            }
+            depthwise_outputs::<3>(src, (&taps, &kernel[ch * 9..ch * 9 + 9]), dst);
             finish_sum(epilogue, ch, dst, bias.get(ch).copied().unwrap_or(0.), None);
         }
         let (kernel, bias, epilogue) = w.pointwise;

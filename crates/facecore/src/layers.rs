@@ -71,6 +71,12 @@ impl Conv2dSpec {
             self.kernel,
         )
     }
+
+    /// Whether each output position reads only its own input position: a 1x1 kernel, stride 1,
+    /// no padding (what runs on bordered activations as they lie).
+    fn is_positionwise(&self) -> bool {
+        self.kernel == 1 && self.stride == 1 && self.padding.amounts((3, 3), 1, 1) == (0, 0, 0, 0)
+    }
 }
 
 /// An activation fused into a layer.
@@ -451,7 +457,7 @@ impl Conv2d {
     /// `xs` has the wrong channels.
     pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
         let s = &self.spec;
-        if s.kernel != 1 || s.stride != 1 || s.padding.amounts((3, 3), 1, 1) != (0, 0, 0, 0) {
+        if !s.is_positionwise() {
             candle_core::bail!("only a 1x1 convolution runs on bordered activations, got {s:?}");
         }
         let (n, c, h, w) = xs.dims;
@@ -679,12 +685,7 @@ impl Separable {
                 "a separable layer needs a 3x3 depthwise convolution, stride 1, padding 1, got {d:?}"
             );
         }
-        if p.in_channels != channels
-            || p.groups != 1
-            || p.kernel != 1
-            || p.stride != 1
-            || p.padding.amounts((3, 3), 1, 1) != (0, 0, 0, 0)
-        {
+        if p.in_channels != channels || p.groups != 1 || !p.is_positionwise() {
             candle_core::bail!(
                 "a separable layer needs a 1x1 convolution of the {channels} depthwise channels, got {p:?}"
             );
