@@ -25,7 +25,7 @@ use candle_core::{Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use facecore::chip::{extract_chip, DlibPoints5};
 use facecore::image::{image_to_tensor, ChannelOrder, Normalization, Resize};
-use facecore::layers::{Activation, Conv2d, Conv2dSpec, Linear, Pool2d};
+use facecore::layers::{Activation, Bordered, Conv2d, Conv2dSpec, Linear, Pool2d};
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
 
@@ -349,8 +349,11 @@ impl GenderNet {
 impl Module for GenderNet {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let [c1, c2, c3, c4] = &self.convs;
-        let xs = xs.apply(c1)?.apply(c2)?.apply(&Pool2d::average(2, 2))?;
-        let xs = xs.apply(c3)?.apply(c4)?.apply(&Pool2d::average(2, 2))?;
+        let pool = Pool2d::average(2, 2);
+        let pair = |xs: &Bordered, a: &Conv2d, b: &Conv2d| {
+            pool.forward_bordered(&b.forward_bordered(&a.forward_bordered(xs)?)?)
+        };
+        let xs = pair(&pair(&Bordered::new(xs)?, c1, c2)?, c3, c4)?.to_tensor()?;
         let xs = xs.flatten_from(1)?.apply(&self.fc1)?.apply(&self.fc2)?;
         candle_nn::ops::softmax_last_dim(&xs)
     }

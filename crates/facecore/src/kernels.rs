@@ -746,7 +746,12 @@ pub(crate) fn conv2d_direct(
         for_each_chunk(padded, layout.len, grain(layout.len), |c, padded| {
             Vectorized::Pad(g, &layout, &src[c * ip..(c + 1) * ip], padded).run()
         });
-        let padded = &*padded;
+        let input = DirectInput {
+            planes: padded,
+            len: layout.len,
+            taps: &layout.taps,
+            outputs: layout.outputs,
+        };
         let share = team_share(image_macs, groups)
             .filter(|_| threaded)
             .unwrap_or(groups);
@@ -755,10 +760,12 @@ pub(crate) fn conv2d_direct(
                 for (i, dst) in dst.chunks_mut(DIRECT_CHANNELS * p).enumerate() {
                     let group = task * share + i;
                     let task = DirectGroup {
+                        sums: DirectSums {
+                            input: &input,
+                            weights: weight.group(group),
+                        },
                         g,
-                        layout: &layout,
-                        padded,
-                        weights: weight.group(group),
+                        cols: layout.cols,
                         first: group * DIRECT_CHANNELS,
                         image,
                         outputs,
@@ -783,63 +790,57 @@ pub(crate) fn conv2d_direct(
     Some(unsafe { written(g.batch * out_len, fill) })
 }
 
-/// One group of output channels of [`conv2d_direct`]: the image's padded planes (`[C][len]`
-/// in the layout), the group's packed weights, and what completes its outputs.
-struct DirectGroup<'a> {
-    g: &'a Geometry,
-    layout: &'a PhaseLayout,
-    padded: &'a [f32],
-    weights: &'a [f32],
-    /// The group's first output channel, its image, and the layer's output channels.
-    first: usize,
-    image: usize,
+/// Where a direct convolution reads one image: its input planes (`planes`, `len` values each),
+/// output index `i` (row-major, the pitch being the layout's) summing tap `t` of each plane at
+/// `i + taps[t]`, for `outputs` indices per plane (a whole number of 16-value blocks).
+struct DirectInput<'a> {
+    planes: &'a [f32],
+    len: usize,
+    taps: &'a [usize],
     outputs: usize,
-    epilogue: &'a Epilogue,
-    bias: &'a [f32],
-    residual: Option<Residual<'a>>,
 }
 
-impl DirectGroup<'_> {
-    /// Computes the group's output planes into `dst` (`[channels][OH * OW]`, as many channels
-    /// as it holds, at most [`DIRECT_CHANNELS`]), every value of it, channel `c` completed by
-    /// its bias, activation and residual; `flat` holds `DIRECT_CHANNELS * layout.outputs`
-    /// values.
+/// The sums of one group of [`DIRECT_CHANNELS`] output channels of a direct convolution over
+/// an image's input, by the group's packed weights (`[input][tap][DIRECT_CHANNELS]`).
+struct DirectSums<'a> {
+    input: &'a DirectInput<'a>,
+    weights: &'a [f32],
+}
+
+impl DirectSums<'_> {
+    /// Computes the sums of output indices `range` (whole 16-value blocks), in blocks of up to
+    /// three vectors, handing each channel's sums of a block to `store(channel, first index,
+    /// sums)`, for all [`DIRECT_CHANNELS`] channels of the group.
     #[inline(always)]
-    fn run<S: pulp::Simd>(&self, simd: S, dst: &mut [MaybeUninit<f32>], flat: &mut [f32]) {
-        // The layout's outputs are a whole number of 16-value blocks, so of vectors.
-        let n = self.layout.outputs;
-        let mut i = 0;
-        while i < n {
-            i += match (n - i) / S::F32_LANES {
-                3.. => self.block::<S, 3>(simd, i, flat),
-                2 => self.block::<S, 2>(simd, i, flat),
-                _ => self.block::<S, 1>(simd, i, flat),
+    fn run<S: pulp::Simd>(
+        &self,
+        simd: S,
+        range: std::ops::Range<usize>,
+        mut store: impl FnMut(usize, usize, &[f32]),
+    ) {
+        let mut i = range.start;
+        while i < range.end {
+            i += match (range.end - i) / S::F32_LANES {
+                3.. => self.block::<S, 3>(simd, i, &mut store),
+                2 => self.block::<S, 2>(simd, i, &mut store),
+                _ => self.block::<S, 1>(simd, i, &mut store),
             };
-        }
-        let (ow, p) = (self.g.out_width, self.g.out_plane());
-        for (c, (plane, values)) in dst.chunks_mut(p).zip(flat.chunks_exact_mut(n)).enumerate() {
-            let channel = self.first + c;
-            let finish = Finishing {
-                epilogue: self.epilogue,
-                channel,
-                bias: self.bias.get(channel).copied().unwrap_or(0.),
-                residual: self
-                    .residual
-                    .and_then(|r| r.plane(self.image * self.outputs + channel, self.outputs, p)),
-            };
-            finish.write_plane(values, (self.layout.cols, ow), plane);
         }
     }
 
-    /// Positions `i..i + V * lanes` of the group's channels (row pitch `cols`) into `flat`
-    /// (`[DIRECT_CHANNELS][outputs]`), `V` vectors of `simd`'s lanes per channel; returns the
-    /// positions done.
+    /// The sums of indices `i..i + V * lanes` of the group's channels, `V` vectors of `simd`'s
+    /// lanes per channel, handed to `store`; returns the indices done.
     #[inline(always)]
-    fn block<S: pulp::Simd, const V: usize>(&self, simd: S, i: usize, flat: &mut [f32]) -> usize {
-        let (lanes, taps) = (S::F32_LANES, &self.layout.taps);
+    fn block<S: pulp::Simd, const V: usize>(
+        &self,
+        simd: S,
+        i: usize,
+        store: &mut impl FnMut(usize, usize, &[f32]),
+    ) -> usize {
+        let (lanes, taps) = (S::F32_LANES, self.input.taps);
         let len = V * lanes;
         let mut acc = [[simd.splat_f32s(0.); V]; DIRECT_CHANNELS];
-        let planes = self.padded.chunks_exact(self.layout.len);
+        let planes = self.input.planes.chunks_exact(self.input.len);
         for (plane, weights) in planes.zip(self.weights.chunks_exact(taps.len() * DIRECT_CHANNELS))
         {
             for (&tap, w) in taps.iter().zip(weights.as_chunks::<DIRECT_CHANNELS>().0) {
@@ -856,11 +857,198 @@ impl DirectGroup<'_> {
                 }
             }
         }
-        let n = self.layout.outputs;
         for (c, acc) in acc.iter().enumerate() {
-            flat[c * n + i..c * n + i + len].copy_from_slice(pulp::bytemuck::cast_slice(acc));
+            store(c, i, pulp::bytemuck::cast_slice(acc));
         }
         len
+    }
+}
+
+/// One group of output channels of [`conv2d_direct`]: its sums over the image's padded planes
+/// (pitch `cols`), and what completes its outputs.
+struct DirectGroup<'a> {
+    sums: DirectSums<'a>,
+    g: &'a Geometry,
+    cols: usize,
+    /// The group's first output channel, its image, and the layer's output channels.
+    first: usize,
+    image: usize,
+    outputs: usize,
+    epilogue: &'a Epilogue,
+    bias: &'a [f32],
+    residual: Option<Residual<'a>>,
+}
+
+impl DirectGroup<'_> {
+    /// Computes the group's output planes into `dst` (`[channels][OH * OW]`, as many channels
+    /// as it holds, at most [`DIRECT_CHANNELS`]), every value of it, channel `c` completed by
+    /// its bias, activation and residual; `flat` holds `DIRECT_CHANNELS * outputs` values.
+    #[inline(always)]
+    fn run<S: pulp::Simd>(&self, simd: S, dst: &mut [MaybeUninit<f32>], flat: &mut [f32]) {
+        let n = self.sums.input.outputs;
+        self.sums.run(simd, 0..n, |c, i, sums| {
+            flat[c * n + i..c * n + i + sums.len()].copy_from_slice(sums)
+        });
+        let (ow, p) = (self.g.out_width, self.g.out_plane());
+        for (c, (plane, values)) in dst.chunks_mut(p).zip(flat.chunks_exact_mut(n)).enumerate() {
+            let channel = self.first + c;
+            let finish = Finishing {
+                epilogue: self.epilogue,
+                channel,
+                bias: self.bias.get(channel).copied().unwrap_or(0.),
+                residual: self
+                    .residual
+                    .and_then(|r| r.plane(self.image * self.outputs + channel, self.outputs, p)),
+            };
+            finish.write_plane(values, (self.cols, ow), plane);
+        }
+    }
+}
+
+/// A dense 3x3 convolution (stride 1, one zero on every side) of `input` (`shape`, bordered) by
+/// a packed `weight` with `bias` (`[O]`, or empty) and the activation, computed directly as
+/// [`conv2d_direct`] does but reading each input plane in place, its border being the
+/// padding, and writing the sums straight into the output's bordered planes: `[N, O, H, W]`,
+/// bordered. An image splits over the team's threads by runs of output indices (a thread's
+/// rows of every channel), each a whole number of 16-value blocks. `None` when the
+/// weight is not a 3x3 kernel over `shape`'s channels, or when the plane is too narrow for the
+/// last block of outputs to read inside it. Panics when `input` does not hold `shape`'s planes.
+pub(crate) fn conv2d_direct_bordered(
+    shape: &BorderedShape,
+    input: &[f32],
+    weight: &DirectWeight,
+    bias: &[f32],
+    epilogue: &Epilogue,
+) -> Option<Vec<f32>> {
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let (plane, cols) = (shape.plane(), shape.cols());
+    let outputs = (h * cols).next_multiple_of(DEPTHWISE_TAIL);
+    // Output index `i` (row-major with pitch `cols`) sums the taps at `i + ky * cols + kx`: the
+    // highest read, `outputs - 1 + 2 * cols + 2`, must lie inside the plane.
+    let fits = outputs + 2 * cols + 2 <= plane;
+    if weight.kernel != 3 || weight.inputs != c || h == 0 || w == 0 || !fits {
+        return None;
+    }
+    assert_eq!(
+        input.len(),
+        shape.batch * c * plane,
+        "conv2d_direct_bordered: input of the wrong size"
+    );
+    let taps: [usize; 9] = std::array::from_fn(|t| t / 3 * cols + t % 3);
+    let image_macs = weight.outputs * h * w * c * 9;
+    let blocks = outputs / DEPTHWISE_TAIL;
+    let share = match split_batch(shape.batch, shape.batch * image_macs) {
+        true => blocks,
+        false => team_share(image_macs, blocks).unwrap_or(blocks),
+    };
+    let parts = blocks.div_ceil(share);
+    let out_len = shape.batch * weight.outputs * plane;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let out = (SharedPtr(out.as_mut_ptr().cast::<f32>()), out.len());
+        run_tasks(shape.batch * parts, &|t| {
+            let (image, part) = (t / parts, t % parts);
+            let first = part * share * DEPTHWISE_TAIL;
+            let input = DirectInput {
+                planes: &input[image * c * plane..(image + 1) * c * plane],
+                len: plane,
+                taps: &taps,
+                outputs,
+            };
+            let task = BorderedDirect {
+                shape,
+                input,
+                weight,
+                bias,
+                epilogue,
+                image,
+                range: first..(first + share * DEPTHWISE_TAIL).min(outputs),
+            };
+            Vectorized::DirectBordered(&task, out).run()
+        })
+    };
+    // SAFETY: every part of every image runs once, and `BorderedDirect::run` writes all of
+    // its part's values in each of the image's output planes (see there); the parts' ranges
+    // cover `0..outputs`, and with the first part's values before it and the last part's
+    // after it, every plane.
+    Some(unsafe { written(out_len, fill) })
+}
+
+/// The output indices `range` (whole 16-value blocks) of image `image` of a
+/// [`conv2d_direct_bordered`] convolution, in every output channel.
+struct BorderedDirect<'a> {
+    shape: &'a BorderedShape,
+    input: DirectInput<'a>,
+    weight: &'a DirectWeight,
+    bias: &'a [f32],
+    epilogue: &'a Epilogue,
+    image: usize,
+    range: std::ops::Range<usize>,
+}
+
+impl BorderedDirect<'_> {
+    /// Computes the part's sums group by group, straight into `out` (the whole output, `len`
+    /// values), then completes them: in each output plane of the image the values from `at(0,
+    /// 0) + range.start` to `at(0, 0) + range.end`, their border columns zeroed, and also
+    /// those before `at(0, 0)` for the first part and from `at(H, 0)` on for the last.
+    #[inline(always)]
+    fn run<S: pulp::Simd>(&self, simd: S, (out, len): (SharedPtr, usize)) {
+        let (shape, o) = (self.shape, self.weight.outputs);
+        let (plane, start, w) = (shape.plane(), shape.at(0, 0), shape.width);
+        let (a, b) = (self.range.start, self.range.end);
+        let image = self.image * o * plane;
+        assert!(
+            image + o * plane <= len && start + self.input.outputs <= plane,
+            "conv2d_direct_bordered: output too short"
+        );
+        for group in 0..o.div_ceil(DIRECT_CHANNELS) {
+            let sums = DirectSums {
+                input: &self.input,
+                weights: self.weight.group(group),
+            };
+            let first = group * DIRECT_CHANNELS;
+            sums.run(simd, a..b, |c, i, sums| {
+                if first + c < o {
+                    let at = image + (first + c) * plane + start + i;
+                    // SAFETY: `i + sums.len() <= b <= outputs`, so the values lie in the
+                    // image's plane `first + c` (asserted), in this part's range, which no
+                    // other task touches; the caller borrows the output mutably for the run.
+                    unsafe { std::ptr::copy_nonoverlapping(sums.as_ptr(), out.at(at), sums.len()) }
+                }
+            });
+        }
+        for oc in 0..o {
+            let dst = image + oc * plane;
+            // SAFETY: the part's values of plane `oc`, which the sums just wrote (initialised)
+            // and which only this task accesses (see above).
+            let values = unsafe { std::slice::from_raw_parts_mut(out.at(dst + start + a), b - a) };
+            finish_sum(
+                self.epilogue,
+                oc,
+                values,
+                self.bias.get(oc).copied().unwrap_or(0.),
+                None,
+            );
+            // Columns `w` and `w + 1` of each row's pitch land on the border.
+            let cols = shape.cols();
+            for y in a / cols..b.div_ceil(cols) {
+                let (lo, hi) = ((y * cols + w).max(a), ((y + 1) * cols).min(b));
+                if lo < hi {
+                    values[lo - a..hi - a].fill(0.);
+                }
+            }
+            // SAFETY: the first part also writes `dst..dst + at(0, 0)`, the last one from `dst +
+            // at(H, 0)` to the plane's end (over the sums of its run past the last row): outside
+            // every other part's range, inside the output, touched by no other task.
+            let bottom = shape.at(shape.height, 0);
+            unsafe {
+                if a == 0 {
+                    std::ptr::write_bytes(out.at(dst), 0, start);
+                }
+                if b == self.input.outputs {
+                    std::ptr::write_bytes(out.at(dst + bottom), 0, plane - bottom);
+                }
+            }
+        }
     }
 }
 
@@ -1932,15 +2120,7 @@ impl Plane<'_> {
             for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
                 let top = &src[2 * oy * g.width..][..2 * ow];
                 let bottom = &src[(2 * oy + 1) * g.width..][..2 * ow];
-                let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-                for (v, (a, b)) in row.iter_mut().zip(pairs) {
-                    // The general path's order: row by row, left to right, from -inf or 0.
-                    *v = if max {
-                        f32::NEG_INFINITY.max(a[0]).max(a[1]).max(b[0]).max(b[1])
-                    } else {
-                        (0. + a[0] + a[1] + b[0] + b[1]) / 4.
-                    };
-                }
+                pool_pairs((top, bottom), row, max);
                 out.write_copy_of_slice(row);
             }
             return;
@@ -1981,6 +2161,60 @@ impl Plane<'_> {
     }
 }
 
+/// One output row of a 2x2, stride-2 pooling into `row`: each value from two pairs, of `top`
+/// and `bottom` (at least `2 * row.len()` values each), their maximum (`max`) or mean, summed in
+/// [`Plane::pool`]'s order (row by row, left to right, from -inf or 0).
+#[inline(always)]
+fn pool_pairs((top, bottom): (&[f32], &[f32]), row: &mut [f32], max: bool) {
+    let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+    for (v, (a, b)) in row.iter_mut().zip(pairs) {
+        *v = if max {
+            f32::NEG_INFINITY.max(a[0]).max(a[1]).max(b[0]).max(b[1])
+        } else {
+            (0. + a[0] + a[1] + b[0] + b[1]) / 4.
+        };
+    }
+}
+
+/// A 2x2, stride-2 pooling (maximum, or mean when not `max`) of `input` (`shape`, bordered, an
+/// even height and width) without padding: `[N, C, H / 2, W / 2]`, bordered. Panics when `input`
+/// does not hold `shape`'s planes or a side is odd or zero.
+pub(crate) fn pool_bordered(shape: &BorderedShape, input: &[f32], max: bool) -> Vec<f32> {
+    let (h, w, plane) = (shape.height, shape.width, shape.plane());
+    let planes = shape.batch * shape.channels;
+    assert!(
+        h > 0 && w > 0 && h % 2 == 0 && w % 2 == 0 && input.len() == planes * plane,
+        "pool_bordered: input of the wrong size"
+    );
+    let out = BorderedShape {
+        height: h / 2,
+        width: w / 2,
+        ..*shape
+    };
+    let (oh, ow, out_plane) = (out.height, out.width, out.plane());
+    let fill = |dst: &mut [MaybeUninit<f32>]| {
+        for_each_chunk(dst, out_plane, grain(plane), |i, dst| {
+            let src = &input[i * plane..(i + 1) * plane];
+            let zero = MaybeUninit::new(0.);
+            with_scratch(ow, |row| {
+                dst[..out.at(0, 0)].fill(zero);
+                for oy in 0..oh {
+                    let top = &src[shape.at(2 * oy, 0)..shape.at(2 * oy, w)];
+                    let bottom = &src[shape.at(2 * oy + 1, 0)..shape.at(2 * oy + 1, w)];
+                    pool_pairs((top, bottom), row, max);
+                    dst[out.at(oy, 0)..out.at(oy, ow)].write_copy_of_slice(row);
+                    dst[out.at(oy, ow)..out.at(oy + 1, 0)].fill(zero);
+                }
+                dst[out.at(oh, 0)..].fill(zero);
+            })
+        })
+    };
+    // SAFETY: the output splits into `planes` chunks of `out_plane` values, one per input plane,
+    // and each chunk is written whole: `0..at(0, 0)`, then for each row `oy` the run `at(oy,
+    // 0)..at(oy + 1, 0)` (the pooled values, then the border), then `at(oh, 0)..out_plane`.
+    unsafe { written(planes * out_plane, fill) }
+}
+
 /// Work that runs compiled for the widest instruction set the CPU has: `pulp` detects it at
 /// run time and calls [`pulp::WithSimd::with_simd`] inside a function built for AVX2 or AVX-512,
 /// into which the whole task is inlined, so its loops vectorise beyond the baseline SSE2.
@@ -2012,6 +2246,9 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
+    /// One part of a direct convolution on bordered planes: `(part, (output, its length))`
+    /// (see [`BorderedDirect::run`]).
+    DirectBordered(&'a BorderedDirect<'a>, (SharedPtr, usize)),
     /// One tile of a separable convolution: `(tile, scratch, (output, its length))` (see
     /// [`SeparableTile::run`]).
     Separable(&'a SeparableTile<'a>, &'a mut [f32], (SharedPtr, usize)),
@@ -2056,6 +2293,7 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::Im2col(g, plane, rows) => im2col_plane(g, plane, rows),
             Self::Pad(g, layout, src, padded) => layout.fill(g, src, padded),
             Self::Direct(group, dst, flat) => group.run(simd, dst, flat),
+            Self::DirectBordered(part, out) => part.run(simd, out),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Separable(tile, scratch, out) => tile.run(scratch, out),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),

@@ -452,14 +452,13 @@ impl Conv2d {
         )
     }
 
-    /// A 1x1 convolution (stride 1, no padding) of bordered activations: the product runs over
-    /// the border too, which is then zeroed again. Errors for any other convolution or when
-    /// `xs` has the wrong channels.
+    /// The convolution of bordered activations, bordered: a 1x1 convolution (stride 1, no
+    /// padding) runs its product over the border too, which is then zeroed again; a dense 3x3
+    /// convolution with stride 1 and one zero on every side reads the border as its padding
+    /// (the direct kernel, with no padded copy) and writes the next border as it goes. Other
+    /// convolutions run on a plain copy. Errors when `xs` has the wrong channels.
     pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
         let s = &self.spec;
-        if !s.is_positionwise() {
-            candle_core::bail!("only a 1x1 convolution runs on bordered activations, got {s:?}");
-        }
         let (n, c, h, w) = xs.dims;
         if c != s.in_channels {
             candle_core::bail!(
@@ -467,15 +466,36 @@ impl Conv2d {
                 s.in_channels
             );
         }
-        if !xs.on_cpu() {
-            return Bordered::new(&self.forward(&xs.to_tensor()?)?);
-        }
-        let g = window_geometry("convolution", (n, c, h + 3, w + 2), 1, 1, (0, 0, 0, 0))?;
-        let mut out = self.run_cpu(&xs.values, &g, None)?;
         let dims = (n, s.out_channels, h, w);
-        kernels::clear_border(&Bordered::shape_of(dims), &mut out);
-        let values = Tensor::from_vec(out, (n, s.out_channels, h + 3, w + 2), xs.values.device())?;
-        Ok(Bordered { values, dims })
+        let out = match &self.direct {
+            _ if !xs.on_cpu() => None,
+            _ if s.is_positionwise() => {
+                let g = window_geometry("convolution", (n, c, h + 3, w + 2), 1, 1, (0, 0, 0, 0))?;
+                let mut out = self.run_cpu(&xs.values, &g, None)?;
+                kernels::clear_border(&Bordered::shape_of(dims), &mut out);
+                Some(out)
+            }
+            Some(direct)
+                if s.kernel == 3
+                    && s.stride == 1
+                    && s.padding.amounts((h, w), 3, 1) == (1, 1, 1, 1) =>
+            {
+                with_f32_slice(&xs.values, |input| {
+                    let shape = Bordered::shape_of(xs.dims);
+                    let (bias, epilogue) = (&self.bias_values, &self.epilogue);
+                    kernels::conv2d_direct_bordered(&shape, input, direct, bias, epilogue)
+                })?
+            }
+            _ => None,
+        };
+        match out {
+            Some(out) => {
+                let values =
+                    Tensor::from_vec(out, (n, s.out_channels, h + 3, w + 2), xs.values.device())?;
+                Ok(Bordered { values, dims })
+            }
+            None => Bordered::new(&self.forward(&xs.to_tensor()?)?),
+        }
     }
 
     /// The convolution of `xs` (on the CPU, of geometry `g`) by facecore's kernels, with the
@@ -543,11 +563,11 @@ impl Conv2d {
     }
 }
 
-/// Activations (`[N, C, H, W]`) laid out for chains of [`Separable`] layers: each plane stored
-/// as `(H + 3) x (W + 2)` values with a zero border (one row above, two below, one column
-/// either side), so that a 3x3 depthwise convolution reads its neighbours straight from the
-/// tensor, with no padded copy per layer, and the following 1x1 convolution writes the next
-/// layer's border as it goes.
+/// Activations (`[N, C, H, W]`) laid out for chains of [`Separable`] layers and of 3x3
+/// convolutions ([`Conv2d::forward_bordered`]): each plane stored as `(H + 3) x (W + 2)` values
+/// with a zero border (one row above, two below, one column either side), so that a 3x3
+/// convolution reads its neighbours straight from the tensor, with no padded copy per layer,
+/// and writes the next layer's border as it goes.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -1124,6 +1144,26 @@ impl Pool2d {
     pub fn with_padding(self, padding: Padding) -> Self {
         Self { padding, ..self }
     }
+
+    /// The pooling of bordered activations, bordered: a 2x2, stride-2 pooling without padding
+    /// of even planes reads them in place; any other runs on a plain copy. Errors as
+    /// [`forward`](Module::forward) does.
+    pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
+        let (n, c, h, w) = xs.dims;
+        let pads = self.padding.amounts((h, w), self.kernel, self.stride);
+        let halves = self.kernel == 2 && self.stride == 2 && pads == (0, 0, 0, 0);
+        if !xs.on_cpu() || !halves || h % 2 != 0 || w % 2 != 0 {
+            return Bordered::new(&self.forward(&xs.to_tensor()?)?);
+        }
+        let max = self.kind == PoolKind::Max;
+        let shape = Bordered::shape_of(xs.dims);
+        let out = with_f32_slice(&xs.values, |input| {
+            kernels::pool_bordered(&shape, input, max)
+        })?;
+        let dims = (n, c, h / 2, w / 2);
+        let values = Tensor::from_vec(out, (n, c, h / 2 + 3, w / 2 + 2), xs.values.device())?;
+        Ok(Bordered { values, dims })
+    }
 }
 
 impl Module for Pool2d {
@@ -1341,14 +1381,70 @@ mod tests {
         assert!(layer.forward(&xs, Some(&bordered((1, 4, 5, 6)))).is_err());
         assert!(layer.forward(&xs, Some(&bordered((2, 4, 5, 5)))).is_err());
         assert!(layer.forward(&xs, Some(&bordered((1, 4, 5, 5)))).is_ok());
-        assert!(layer.depthwise.forward_bordered(&xs).is_err());
         assert!(layer.pointwise.forward_bordered(&xs).is_ok());
+        assert!(layer
+            .depthwise
+            .forward_bordered(&bordered((1, 3, 5, 5)))
+            .is_err());
         assert!(layer
             .pointwise
             .forward_bordered(&bordered((1, 6, 5, 5)))
             .is_err());
         let empty = Tensor::zeros((1, 4, 0, 5), DType::F32, &dev).unwrap();
         assert!(Bordered::new(&empty).is_err());
+    }
+
+    #[test]
+    fn bordered_layers_match_plain_ones() {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let conv = |c: usize, o: usize, k: usize, stride: usize, padding: Padding| {
+            let spec = Conv2dSpec::new(c, o, k, stride).with_padding(padding);
+            Conv2d::from_tensors(r(&[o, c, k, k]), Some(r(&[o])), spec, Activation::Relu).unwrap()
+        };
+        // The direct 3x3 kernel in place: one group and a partial one, planes whose last
+        // block reads inside them (widths from 14 up, with the run's tail in the bottom
+        // border) and narrower ones (which run on a plain copy), a batch, one pixel, odd
+        // sizes; then convolutions of other geometries, which run on a plain copy.
+        let same = Padding::Same;
+        let convs = [
+            ((1, 3, 32, 32), conv(3, 12, 3, 1, same)),
+            ((2, 16, 16, 16), conv(16, 8, 3, 1, Padding::Symmetric(1))),
+            ((1, 5, 9, 14), conv(5, 7, 3, 1, same)),
+            ((3, 4, 7, 31), conv(4, 9, 3, 1, same)),
+            ((1, 4, 5, 5), conv(4, 4, 3, 1, same)),
+            ((1, 2, 1, 1), conv(2, 3, 3, 1, same)),
+            ((1, 4, 12, 12), conv(4, 6, 3, 2, same)),
+            ((1, 4, 12, 12), conv(4, 6, 5, 1, same)),
+            ((1, 4, 12, 12), conv(4, 6, 3, 1, Padding::Symmetric(0))),
+        ];
+        for (shape, conv) in &convs {
+            let (n, c, h, w) = *shape;
+            let xs = r(&[n, c, h, w]);
+            let got = conv.forward_bordered(&Bordered::new(&xs).unwrap()).unwrap();
+            let want = conv.forward(&xs).unwrap();
+            let err = relative_error(&got.to_tensor().unwrap(), &want);
+            assert!(err < 1e-5, "{shape:?} {:?}: {err}", conv.spec());
+            // The border is zero, as a fresh copy of the output has it.
+            let err = relative_error(&got.values, &Bordered::new(&want).unwrap().values);
+            assert!(err < 1e-5, "{shape:?} {:?} bordered: {err}", conv.spec());
+        }
+        // Pooling in place (2x2, stride 2, even planes) and on a plain copy (others).
+        let pools = [
+            ((2, 3, 8, 6), Pool2d::average(2, 2)),
+            ((1, 2, 4, 32), Pool2d::max(2, 2)),
+            ((1, 2, 5, 6), Pool2d::average(2, 2)),
+            ((1, 2, 6, 6), Pool2d::max(3, 2).with_padding(same)),
+        ];
+        for (shape, pool) in pools {
+            let (n, c, h, w) = shape;
+            let xs = r(&[n, c, h, w]);
+            let got = pool.forward_bordered(&Bordered::new(&xs).unwrap()).unwrap();
+            let want = Bordered::new(&pool.forward(&xs).unwrap()).unwrap();
+            assert_eq!(got.dims4(), want.dims4(), "{shape:?} {pool:?}");
+            let err = relative_error(&got.values, &want.values);
+            assert!(err < 1e-6, "{shape:?} {pool:?}: {err}");
+        }
     }
 
     /// Candle's own convolution with the bias and activation applied by candle ops.
@@ -1928,6 +2024,8 @@ mod tests {
         let (dw, pw) = separable_pair(32, 48, Activation::Relu);
         let separable = Separable::new(dw, pw).unwrap();
         let bordered = Bordered::new(&xs).unwrap();
+        let one_bordered = Bordered::new(&one_image).unwrap();
+        let average = Pool2d::average(2, 2);
         type Layer<'a> = Box<dyn Fn() -> Tensor + Sync + 'a>;
         let layers: Vec<(&str, Layer)> = vec![
             ("3x3", Box::new(|| dense.forward(&xs).unwrap())),
@@ -1945,6 +2043,18 @@ mod tests {
                     let ys = separable.forward(&bordered, Some(&bordered)).unwrap();
                     ys.to_tensor().unwrap()
                 }),
+            ),
+            (
+                "3x3 bordered",
+                Box::new(|| dense.forward_bordered(&bordered).unwrap().values),
+            ),
+            (
+                "3x3 bordered, batch 1",
+                Box::new(|| dense.forward_bordered(&one_bordered).unwrap().values),
+            ),
+            (
+                "pool bordered",
+                Box::new(|| average.forward_bordered(&bordered).unwrap().values),
             ),
             ("resize", Box::new(|| resize_bilinear(&xs, 57, 31).unwrap())),
             (
