@@ -382,6 +382,14 @@ fn matmul(
         });
         return;
     }
+    let dst = match dst {
+        // A single row added to (a batch-1 dense layer after its bias): no packing.
+        Dst::Add(d) if m == 1 && fits => {
+            Vectorized::RowProduct(&mut d[..n], &lhs[..k], rhs, rhs_rs).run();
+            return;
+        }
+        dst => dst,
+    };
     let (dst, dst_len, accumulate) = match dst {
         // An empty product writes zeros itself rather than rely on `gemm` doing so.
         Dst::Write(d) if k == 0 => {
@@ -437,6 +445,45 @@ fn matmul(
             rhs_rs,
             parallelism,
         )
+    }
+}
+
+/// Independent chains of sums over `k` in [`row_product`]: enough to hide the latency of
+/// fused multiply-adds on one vector of columns.
+const ROW_CHAINS: usize = 8;
+
+/// `dst += lhs * rhs`, `lhs` one row of `k` values, `rhs` `k x n` (row stride `rhs_rs`, `n =
+/// dst.len()`): a batch-1 dense layer, which reads each weight once. Each vector of columns
+/// sums its products in [`ROW_CHAINS`] chains, `k`'s values dealt out to them in turn, then
+/// adds their sum to `dst`. Panics when `rhs` is too short.
+#[inline(always)]
+fn row_product<S: pulp::Simd>(simd: S, dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_rs: usize) {
+    let lanes = S::F32_LANES;
+    for (j, out) in dst.chunks_mut(lanes).enumerate() {
+        let (first, width) = (j * lanes, out.len());
+        let mut acc = [simd.splat_f32s(0.); ROW_CHAINS];
+        let load = |l: usize| {
+            let row = &rhs[l * rhs_rs + first..l * rhs_rs + first + width];
+            match width == lanes {
+                true => pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(row)),
+                false => simd.partial_load_f32s(row),
+            }
+        };
+        let chunks = lhs.chunks_exact(ROW_CHAINS);
+        let rest = chunks.remainder();
+        for (c, xs) in chunks.enumerate() {
+            for (u, (a, &x)) in acc.iter_mut().zip(xs).enumerate() {
+                *a = simd.mul_add_e_f32s(simd.splat_f32s(x), load(c * ROW_CHAINS + u), *a);
+            }
+        }
+        let done = lhs.len() - rest.len();
+        for (u, (a, &x)) in acc.iter_mut().zip(rest).enumerate() {
+            *a = simd.mul_add_e_f32s(simd.splat_f32s(x), load(done + u), *a);
+        }
+        let sum = acc
+            .iter()
+            .fold(simd.partial_load_f32s(out), |s, &a| simd.add_f32s(s, a));
+        simd.partial_store_f32s(out, sum);
     }
 }
 
@@ -2246,6 +2293,9 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
+    /// A single row's product added to `dst`: `(dst, lhs, rhs, rhs_rs)` (see
+    /// [`row_product`]).
+    RowProduct(&'a mut [f32], &'a [f32], &'a [f32], usize),
     /// One part of a direct convolution on bordered planes: `(part, (output, its length))`
     /// (see [`BorderedDirect::run`]).
     DirectBordered(&'a BorderedDirect<'a>, (SharedPtr, usize)),
@@ -2294,6 +2344,7 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::Pad(g, layout, src, padded) => layout.fill(g, src, padded),
             Self::Direct(group, dst, flat) => group.run(simd, dst, flat),
             Self::DirectBordered(part, out) => part.run(simd, out),
+            Self::RowProduct(dst, lhs, rhs, rhs_rs) => row_product(simd, dst, lhs, rhs, rhs_rs),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Separable(tile, scratch, out) => tile.run(scratch, out),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),

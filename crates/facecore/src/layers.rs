@@ -1670,7 +1670,11 @@ mod tests {
     fn dense_layers_match_candle() {
         let dev = Device::Cpu;
         for (shape, inputs, outputs, bias) in [
+            // Single rows: fewer inputs than the row product's chains, whole vectors of
+            // columns and a part of one, inputs past a whole number of chains.
             (vec![1, 7], 7, 3, true),
+            (vec![1, 64], 64, 16, false),
+            (vec![1, 4100], 4100, 40, true),
             (vec![4, 5, 16], 16, 9, false),
             (vec![2, 3, 64], 64, 130, true),
         ] {
