@@ -43,8 +43,17 @@ impl Epilogue {
             Self::Relu => row.iter_mut().for_each(|v| *v = v.max(0.)),
             Self::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0., 6.)),
             Self::LeakyRelu(slope) => leaky(row, *slope),
-            Self::PRelu(slopes) => leaky(row, slopes.get(channel).copied().unwrap_or(1.)),
+            Self::PRelu(_) => leaky(row, self.slope(channel)),
             Self::Sigmoid => row.iter_mut().for_each(|v| *v = 1. / (1. + (-*v).exp())),
+        }
+    }
+
+    /// The negative slope of channel `channel` of a PReLU (1 for a channel it lacks and for
+    /// the other activations).
+    fn slope(&self, channel: usize) -> f32 {
+        match self {
+            Self::PRelu(slopes) => slopes.get(channel).copied().unwrap_or(1.),
+            _ => 1.,
         }
     }
 }
@@ -93,7 +102,8 @@ fn finish_row(
 
 /// Completes output row `row` of channel `channel` holding the sum of products: adds the bias
 /// (and the residual row when it comes before the activation), applies the activation, then
-/// adds the residual row when it comes after.
+/// adds the residual row when it comes after. A ReLU or ReLU6 with no residual after it runs in
+/// the same pass as the additions.
 #[inline(always)]
 fn finish_sum(
     epilogue: &Epilogue,
@@ -102,11 +112,36 @@ fn finish_sum(
     bias: f32,
     residual: Option<(&[f32], bool)>,
 ) {
-    match residual {
-        Some((r, false)) => row.iter_mut().zip(r).for_each(|(v, r)| *v += bias + r),
-        _ => row.iter_mut().for_each(|v| *v += bias),
+    let before = residual.and_then(|(r, after)| (!after).then_some(r));
+    match (epilogue, residual) {
+        (Epilogue::Relu, None | Some((_, false))) => add_then(row, bias, before, |v| v.max(0.)),
+        (Epilogue::Relu6, None | Some((_, false))) => {
+            add_then(row, bias, before, |v| v.clamp(0., 6.))
+        }
+        (Epilogue::LeakyRelu(_) | Epilogue::PRelu(_), None | Some((_, false))) => {
+            let slope = match epilogue {
+                Epilogue::LeakyRelu(slope) => *slope,
+                _ => epilogue.slope(channel),
+            };
+            add_then(row, bias, before, |v| if v < 0. { v * slope } else { v })
+        }
+        _ => {
+            add_then(row, bias, before, |v| v);
+            finish_row(epilogue, channel, row, residual)
+        }
     }
-    finish_row(epilogue, channel, row, residual)
+}
+
+/// `row[i] = act(row[i] + (bias + before[i]))` (without `before` when there is none).
+#[inline(always)]
+fn add_then(row: &mut [f32], bias: f32, before: Option<&[f32]>, act: impl Fn(f32) -> f32) {
+    match before {
+        Some(r) => row
+            .iter_mut()
+            .zip(r)
+            .for_each(|(v, r)| *v = act(*v + (bias + r))),
+        None => row.iter_mut().for_each(|v| *v = act(*v + bias)),
+    }
 }
 
 /// `input` (`[N, channels, plane]`), plus `addend` (the same shape) when given, with the
