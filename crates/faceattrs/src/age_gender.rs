@@ -296,6 +296,13 @@ impl AgeNet {
 
 impl Module for AgeNet {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        facecore::threads::by_image(xs, |xs| self.forward_one(xs))
+    }
+}
+
+impl AgeNet {
+    /// The network on a batch (of one image, from `forward`).
+    fn forward_one(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let mut xs = xs.apply(&self.stem)?.apply(&Pool2d::max(3, 2))?;
         for block in &self.blocks {
             xs = xs.apply(block)?;
@@ -348,6 +355,13 @@ impl GenderNet {
 
 impl Module for GenderNet {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        facecore::threads::by_image(xs, |xs| self.forward_one(xs))
+    }
+}
+
+impl GenderNet {
+    /// The network on a batch (of one image, from `forward`).
+    fn forward_one(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let [c1, c2, c3, c4] = &self.convs;
         let pool = Pool2d::average(2, 2);
         let pair = |xs: &Bordered, a: &Conv2d, b: &Conv2d| {

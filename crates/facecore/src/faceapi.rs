@@ -213,7 +213,7 @@ impl FaceProcessor {
 
 impl Module for FaceProcessor {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        xs.apply(&self.extractor)?.apply(&self.fc)
+        crate::threads::by_image(xs, |xs| xs.apply(&self.extractor)?.apply(&self.fc))
     }
 }
 

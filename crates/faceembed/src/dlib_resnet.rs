@@ -291,12 +291,13 @@ impl DlibResNet {
 
     /// The network on a normalised `N x 3 x 150 x 150` batch: `N x 128` raw descriptors.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.apply(&self.stem)?.apply(&Pool2d::max(3, 2))?;
-        for block in &self.blocks {
-            xs = xs.apply(block)?;
-        }
-        let pooled = xs.flatten_from(2)?.mean(D::Minus1)?;
-        Ok(pooled.apply(&self.fc)?)
+        Ok(facecore::threads::by_image(xs, |xs| {
+            let mut xs = xs.apply(&self.stem)?.apply(&Pool2d::max(3, 2))?;
+            for block in &self.blocks {
+                xs = xs.apply(block)?;
+            }
+            xs.flatten_from(2)?.mean(D::Minus1)?.apply(&self.fc)
+        })?)
     }
 
     /// dlib's input tensor of `150 x 150` chips: `(pixel - avg) / 256`, RGB planes, `N x 3 x

@@ -401,6 +401,13 @@ impl SFaceNet {
 
 impl Module for SFaceNet {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        facecore::threads::by_image(xs, |xs| self.forward_one(xs))
+    }
+}
+
+impl SFaceNet {
+    /// The network on a batch (of one image, from `forward`).
+    fn forward_one(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let xs = xs
             .broadcast_sub(&self.input_mean)?
             .broadcast_mul(&self.input_scale)?;

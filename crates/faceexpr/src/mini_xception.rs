@@ -201,12 +201,14 @@ impl MiniXception {
 
 impl Module for MiniXception {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let mut xs = xs.apply(&self.conv1)?.apply(&self.conv2)?;
-        for m in &self.modules {
-            xs = xs.apply(m)?;
-        }
-        let logits = xs.apply(&self.head)?.mean((D::Minus2, D::Minus1))?;
-        candle_nn::ops::softmax_last_dim(&logits)
+        facecore::threads::by_image(xs, |xs| {
+            let mut xs = xs.apply(&self.conv1)?.apply(&self.conv2)?;
+            for m in &self.modules {
+                xs = xs.apply(m)?;
+            }
+            let logits = xs.apply(&self.head)?.mean((D::Minus2, D::Minus1))?;
+            candle_nn::ops::softmax_last_dim(&logits)
+        })
     }
 }
 

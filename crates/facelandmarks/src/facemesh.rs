@@ -562,6 +562,24 @@ impl FaceMeshNet {
                 xs.dims()
             );
         }
+        let mut outputs = facecore::threads::each_image(xs, |xs| self.forward_one(xs))?;
+        if outputs.len() == 1 {
+            if let Some(one) = outputs.pop() {
+                return Ok(one);
+            }
+        }
+        let cat = |part: fn(&MeshOutputs) -> &Tensor| {
+            Tensor::cat(&outputs.iter().map(part).collect::<Vec<_>>(), 0)
+        };
+        Ok(MeshOutputs {
+            landmarks: cat(|o| &o.landmarks)?,
+            presence_logits: cat(|o| &o.presence_logits)?,
+            aux_scores: cat(|o| &o.aux_scores)?,
+        })
+    }
+
+    /// The network on a batch (of one image, from `forward_raw`).
+    fn forward_one(&self, xs: &Tensor) -> candle_core::Result<MeshOutputs> {
         let stem = Activations::Plain(xs.apply(&self.stem)?);
         let features = self
             .blocks
