@@ -42,16 +42,16 @@ impl Epilogue {
             Self::Identity => {}
             Self::Relu => row.iter_mut().for_each(|v| *v = v.max(0.)),
             Self::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0., 6.)),
-            Self::LeakyRelu(slope) => leaky(row, *slope),
-            Self::PRelu(_) => leaky(row, self.slope(channel)),
+            Self::LeakyRelu(_) | Self::PRelu(_) => leaky(row, self.slope(channel)),
             Self::Sigmoid => row.iter_mut().for_each(|v| *v = 1. / (1. + (-*v).exp())),
         }
     }
 
-    /// The negative slope of channel `channel` of a PReLU (1 for a channel it lacks and for
-    /// the other activations).
+    /// The negative slope of channel `channel` of a leaky ReLU or PReLU (1 for a channel the
+    /// PReLU lacks and for the other activations).
     fn slope(&self, channel: usize) -> f32 {
         match self {
+            Self::LeakyRelu(slope) => *slope,
             Self::PRelu(slopes) => slopes.get(channel).copied().unwrap_or(1.),
             _ => 1.,
         }
@@ -102,8 +102,8 @@ fn finish_row(
 
 /// Completes output row `row` of channel `channel` holding the sum of products: adds the bias
 /// (and the residual row when it comes before the activation), applies the activation, then
-/// adds the residual row when it comes after. A ReLU or ReLU6 with no residual after it runs in
-/// the same pass as the additions.
+/// adds the residual row when it comes after. A ReLU, ReLU6, leaky ReLU or PReLU with no
+/// residual after it runs in the same pass as the additions.
 #[inline(always)]
 fn finish_sum(
     epilogue: &Epilogue,
@@ -119,10 +119,7 @@ fn finish_sum(
             add_then(row, bias, before, |v| v.clamp(0., 6.))
         }
         (Epilogue::LeakyRelu(_) | Epilogue::PRelu(_), None | Some((_, false))) => {
-            let slope = match epilogue {
-                Epilogue::LeakyRelu(slope) => *slope,
-                _ => epilogue.slope(channel),
-            };
+            let slope = epilogue.slope(channel);
             add_then(row, bias, before, |v| if v < 0. { v * slope } else { v })
         }
         _ => {

@@ -314,18 +314,12 @@ pub fn each_image<T: Send>(
 }
 
 /// [`each_image`] for a network with one output: the images' outputs concatenated along the
-/// first dimension.
+/// first dimension (a batch of one's output as it is).
 pub fn by_image(
     xs: &candle_core::Tensor,
     forward: impl Fn(&candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> + Sync,
 ) -> candle_core::Result<candle_core::Tensor> {
-    let mut outputs = each_image(xs, forward)?;
-    match outputs.len() {
-        1 => outputs
-            .pop()
-            .ok_or_else(|| candle_core::Error::Msg("no output".into())),
-        _ => candle_core::Tensor::cat(&outputs, 0),
-    }
+    candle_core::Tensor::cat(&each_image(xs, forward)?, 0)
 }
 
 /// How many tasks `items` items make at `min_items` or more each, at most one per thread.

@@ -562,12 +562,8 @@ impl FaceMeshNet {
                 xs.dims()
             );
         }
-        let mut outputs = facecore::threads::each_image(xs, |xs| self.forward_one(xs))?;
-        if outputs.len() == 1 {
-            if let Some(one) = outputs.pop() {
-                return Ok(one);
-            }
-        }
+        let outputs = facecore::threads::each_image(xs, |xs| self.forward_one(xs))?;
+        // A batch of one's outputs come back as they are (`cat` of one tensor is that tensor).
         let cat = |part: fn(&MeshOutputs) -> &Tensor| {
             Tensor::cat(&outputs.iter().map(part).collect::<Vec<_>>(), 0)
         };
