@@ -1,6 +1,7 @@
 //! Single layers of facecore at shapes the small models run (BlazeFace full range's 96x96 and
 //! 24x24 stages and its stem, the first block's depthwise and pointwise pair as one separable
-//! layer, SFace's dense head at batch 1 in f32 and int8), one thread, so
+//! layer, gender's 3x3 convolutions plain and on bordered planes, SFace's dense head at batch 1
+//! in f32 and int8), one thread, so
 //! that a kernel change can be timed without the noise of a whole model. Run with `cargo bench --bench layers`.
 
 use std::time::Duration;
@@ -108,6 +109,19 @@ fn layers(c: &mut Criterion) {
     group.bench_with_input(BenchmarkId::new("separable_32_8_96", "1t"), &xs, |b, xs| {
         pool.install(|| b.iter(|| separable.forward(xs, None).expect("forward")))
     });
+    // Gender's second and fourth convolutions on bordered activations, as the network runs
+    // them (Winograd's F(2x2, 3x3)).
+    for (name, (c, side)) in [
+        ("conv3x3_32_32_32", (32, 32)),
+        ("conv3x3_64_64_16", (64, 16)),
+    ] {
+        let conv = conv2d(Conv2dSpec::new(c, c, 3, 1)).expect("convolution");
+        let xs = Tensor::rand(0f32, 1., (1, c, side, side), &Device::Cpu).expect("input");
+        let xs = Bordered::new(&xs).expect("bordered input");
+        group.bench_with_input(BenchmarkId::new(name, "1t bordered"), &xs, |b, xs| {
+            pool.install(|| b.iter(|| conv.forward_bordered(xs).expect("forward")))
+        });
+    }
     group.finish();
 }
 

@@ -11,11 +11,18 @@
 //! unrolled for kernels up to 7x7). A 3x3 depthwise convolution and the 1x1 convolution after
 //! it can also run as one layer on bordered planes ([`separable`]): each plane stored with its
 //! zero border, so that no plane is padded or copied, a few rows of all channels computed at a
-//! time. The bias, the residual and the activation run on each output row while it is still in
+//! time; so can a dense 3x3 convolution with stride 1, directly or, with 16 input channels or
+//! more, by Winograd's F(2x2, 3x3) ([`winograd`]). The bias, the residual and the activation run on each output row while it is still in
 //! cache. Every kernel splits its work over the current pool's team,
 //! or over rayon's pool outside one (see [`threads`](crate::threads)).
 
 use std::mem::MaybeUninit;
+
+mod winograd;
+
+pub(crate) use winograd::{conv2d_winograd_bordered, WinogradWeight};
+#[cfg(test)]
+pub(crate) use winograd::{takes as winograd_takes, Lanes};
 
 use crate::image::sample_positions;
 use crate::threads::{
@@ -2331,6 +2338,13 @@ enum Vectorized<'a> {
     /// One part of a direct convolution on bordered planes: `(part, (output, its length))`
     /// (see [`BorderedDirect::run`]).
     DirectBordered(&'a BorderedDirect<'a>, (SharedPtr, usize)),
+    /// One part of a Winograd convolution on bordered planes: `(part, scratch, (output, its
+    /// length))` (see [`winograd::WinogradPart::run`]).
+    Winograd(
+        &'a winograd::WinogradPart<'a>,
+        &'a mut [f32],
+        (SharedPtr, usize),
+    ),
     /// One tile of a separable convolution: `(tile, scratch, (output, its length))` (see
     /// [`SeparableTile::run`]).
     Separable(&'a SeparableTile<'a>, &'a mut [f32], (SharedPtr, usize)),
@@ -2376,6 +2390,7 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::Pad(g, layout, src, padded) => layout.fill(g, src, padded),
             Self::Direct(group, dst, flat) => group.run(simd, dst, flat),
             Self::DirectBordered(part, out) => part.run(simd, out),
+            Self::Winograd(part, scratch, out) => part.run(simd, scratch, out),
             Self::RowProduct(dst, lhs, rhs, rhs_rs) => row_product(simd, dst, lhs, rhs, rhs_rs),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Separable(tile, scratch, out) => tile.run(scratch, out),

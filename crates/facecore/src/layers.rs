@@ -209,13 +209,18 @@ impl<'a> Residual<'a> {
     }
 }
 
+/// The fewest input channels for which a 3x3 convolution on bordered planes runs by
+/// Winograd's F(2x2, 3x3) rather than the direct kernel.
+const WINOGRAD_INPUTS: usize = 16;
+
 /// A 2-D convolution with its bias and activation fused.
 ///
 /// On the CPU it runs facecore's own kernels (see [`threads`](crate::threads) for the thread
 /// count): a direct kernel on weights packed at load for a dense 3x3 to 7x7 convolution, one
 /// `gemm` per image and group after an im2col for the others (no im2col for a pointwise
 /// convolution), a direct loop for a depthwise one, the bias and activation applied as each
-/// output row is written. On other devices it runs candle's `conv2d`.
+/// output row is written. On bordered activations a 3x3 convolution with stride 1 and 16 input
+/// channels or more runs by Winograd's F(2x2, 3x3). On other devices it runs candle's `conv2d`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// `[out, in / groups, k, k]`, f32, contiguous.
@@ -228,6 +233,9 @@ pub struct Conv2d {
     epilogue: Epilogue,
     /// The kernel packed for the direct convolution (a dense kxk convolution, `3 <= k <= 7`).
     direct: Option<std::sync::Arc<kernels::DirectWeight>>,
+    /// The kernel transformed for Winograd's F(2x2, 3x3), built on the first bordered run that
+    /// takes it (see [`forward_bordered`](Self::forward_bordered)).
+    winograd: std::sync::OnceLock<Option<std::sync::Arc<kernels::WinogradWeight>>>,
 }
 
 impl Conv2d {
@@ -285,6 +293,7 @@ impl Conv2d {
             bias_values,
             epilogue,
             direct,
+            winograd: std::sync::OnceLock::new(),
         })
     }
 
@@ -483,7 +492,13 @@ impl Conv2d {
                 with_f32_slice(&xs.values, |input| {
                     let shape = Bordered::shape_of(xs.dims);
                     let (bias, epilogue) = (&self.bias_values, &self.epilogue);
-                    kernels::conv2d_direct_bordered(&shape, input, direct, bias, epilogue)
+                    self.winograd(&shape)
+                        .and_then(|weight| {
+                            kernels::conv2d_winograd_bordered(&shape, input, weight, bias, epilogue)
+                        })
+                        .or_else(|| {
+                            kernels::conv2d_direct_bordered(&shape, input, direct, bias, epilogue)
+                        })
                 })?
             }
             _ => None,
@@ -496,6 +511,24 @@ impl Conv2d {
             }
             None => Bordered::new(&self.forward(&xs.to_tensor()?)?),
         }
+    }
+
+    /// The Winograd weight for a 3x3 convolution over bordered planes of `shape`: `None` when
+    /// it has fewer than [`WINOGRAD_INPUTS`] input channels or an odd side, where the direct
+    /// kernel is faster, or when the weight cannot be read.
+    fn winograd(&self, shape: &kernels::BorderedShape) -> Option<&kernels::WinogradWeight> {
+        let s = &self.spec;
+        let odd = !shape.height.is_multiple_of(2) || !shape.width.is_multiple_of(2);
+        if s.in_channels < WINOGRAD_INPUTS || odd {
+            return None;
+        }
+        self.winograd
+            .get_or_init(|| {
+                let weight = self.weight.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+                let dims = (s.out_channels, s.in_channels);
+                kernels::WinogradWeight::new(&weight, dims).map(std::sync::Arc::new)
+            })
+            .as_deref()
     }
 
     /// The convolution of `xs` (on the CPU, of geometry `g`) by facecore's kernels, with the
@@ -1576,6 +1609,67 @@ mod tests {
     }
 
     #[test]
+    fn winograd_matches_candle_convolution() {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let conv = |c: usize, o: usize, activation: Activation| {
+            let spec = Conv2dSpec::new(c, o, 3, 1);
+            Conv2d::from_tensors(r(&[o, c, 3, 3]), Some(r(&[o])), spec, activation).unwrap()
+        };
+        let lanes = pulp::Arch::new().dispatch(kernels::Lanes);
+        // Gender's two shapes; a partial group of outputs with one segment of tiles per row
+        // and an odd number of segments in the block; several blocks, the last one of one
+        // tile row; a batch; a per-channel activation.
+        let cases = [
+            ((1, 32, 32, 32), conv(32, 32, Activation::Relu)),
+            ((1, 64, 16, 16), conv(64, 64, Activation::Relu)),
+            ((1, 16, 10, 16), conv(16, 9, Activation::Relu6)),
+            ((1, 16, 34, 16), conv(16, 8, Activation::Identity)),
+            ((3, 24, 4, 32), conv(24, 17, Activation::PRelu(r(&[17])))),
+        ];
+        for ((n, c, h, w), conv) in &cases {
+            let xs = r(&[*n, *c, *h, *w]);
+            let bordered = Bordered::new(&xs).unwrap();
+            let shape = Bordered::shape_of(bordered.dims);
+            let weight = conv.winograd(&shape).unwrap();
+            let run = |shape: &kernels::BorderedShape| {
+                with_f32_slice(&bordered.values, |input| {
+                    let (bias, epilogue) = (&conv.bias_values, &conv.epilogue);
+                    kernels::conv2d_winograd_bordered(shape, input, weight, bias, epilogue)
+                })
+                .unwrap()
+            };
+            // Planes whose width is not a whole number of vectors go to the direct kernel.
+            let taken = kernels::winograd_takes(*w, lanes);
+            assert_eq!(run(&shape).is_some(), taken, "{:?}", (n, c, h, w));
+            if !taken {
+                continue;
+            }
+            let got = conv.forward_bordered(&bordered).unwrap();
+            let want = candle_reference(conv, &xs);
+            let err = relative_error(&got.to_tensor().unwrap(), &want);
+            assert!(err < 1e-5, "{:?}: {err}", (n, c, h, w));
+            let err = relative_error(&got.values, &Bordered::new(&want).unwrap().values);
+            assert!(err < 1e-5, "{:?} bordered: {err}", (n, c, h, w));
+            // Not for other channels, nor an odd height.
+            let other = kernels::BorderedShape {
+                channels: c + 1,
+                ..shape
+            };
+            assert!(run(&other).is_none());
+        }
+        let odd = Bordered::new(&r(&[1, 16, 7, 16])).unwrap();
+        let eight = conv(16, 8, Activation::Relu);
+        assert!(eight.winograd(&Bordered::shape_of(odd.dims)).is_none());
+        // Fewer than 16 input channels: the direct kernel, where it is faster.
+        let few = Bordered::new(&r(&[1, 8, 16, 16])).unwrap();
+        let narrow = conv(8, 8, Activation::Relu);
+        assert!(narrow.winograd(&Bordered::shape_of(few.dims)).is_none());
+        assert!(kernels::WinogradWeight::new(&[0.; 17], (2, 1)).is_none());
+        assert!(kernels::WinogradWeight::new(&[], (0, 0)).is_none());
+    }
+
+    #[test]
     fn kernels_match_candle_on_every_small_geometry() {
         let dev = Device::Cpu;
         for stride in 1..=3 {
@@ -2029,6 +2123,9 @@ mod tests {
         let separable = Separable::new(dw, pw).unwrap();
         let bordered = Bordered::new(&xs).unwrap();
         let one_bordered = Bordered::new(&one_image).unwrap();
+        // Planes a whole number of vectors wide: Winograd's F(2x2, 3x3).
+        let wide = Bordered::new(&r(&[2, 32, 20, 32])).unwrap();
+        let one_wide = Bordered::new(&r(&[1, 32, 20, 32])).unwrap();
         let average = Pool2d::average(2, 2);
         type Layer<'a> = Box<dyn Fn() -> Tensor + Sync + 'a>;
         let layers: Vec<(&str, Layer)> = vec![
@@ -2055,6 +2152,14 @@ mod tests {
             (
                 "3x3 bordered, batch 1",
                 Box::new(|| dense.forward_bordered(&one_bordered).unwrap().values),
+            ),
+            (
+                "3x3 Winograd",
+                Box::new(|| dense.forward_bordered(&wide).unwrap().values),
+            ),
+            (
+                "3x3 Winograd, batch 1",
+                Box::new(|| dense.forward_bordered(&one_wide).unwrap().values),
             ),
             (
                 "pool bordered",
