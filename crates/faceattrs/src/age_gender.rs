@@ -365,7 +365,7 @@ impl GenderNet {
         let [c1, c2, c3, c4] = &self.convs;
         let pool = Pool2d::average(2, 2);
         let pair = |xs: &Bordered, a: &Conv2d, b: &Conv2d| {
-            pool.forward_bordered(&b.forward_bordered(&a.forward_bordered(xs)?)?)
+            b.forward_bordered_pooled(&a.forward_bordered(xs)?, &pool)
         };
         let xs = pair(&pair(&Bordered::new(xs)?, c1, c2)?, c3, c4)?.to_tensor()?;
         let xs = xs.flatten_from(1)?.apply(&self.fc1)?.apply(&self.fc2)?;

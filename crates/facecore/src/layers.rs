@@ -484,23 +484,19 @@ impl Conv2d {
                 kernels::clear_border(&Bordered::shape_of(dims), &mut out);
                 Some(out)
             }
-            Some(direct)
-                if s.kernel == 3
-                    && s.stride == 1
-                    && s.padding.amounts((h, w), 3, 1) == (1, 1, 1, 1) =>
-            {
-                with_f32_slice(&xs.values, |input| {
-                    let shape = Bordered::shape_of(xs.dims);
-                    let (bias, epilogue) = (&self.bias_values, &self.epilogue);
-                    self.winograd(&shape)
-                        .and_then(|weight| {
-                            kernels::conv2d_winograd_bordered(&shape, input, weight, bias, epilogue)
-                        })
-                        .or_else(|| {
-                            kernels::conv2d_direct_bordered(&shape, input, direct, bias, epilogue)
-                        })
-                })?
-            }
+            Some(direct) if self.is_same_3x3((h, w)) => with_f32_slice(&xs.values, |input| {
+                let shape = Bordered::shape_of(xs.dims);
+                let (bias, epilogue) = (&self.bias_values, &self.epilogue);
+                self.winograd(&shape)
+                    .and_then(|weight| {
+                        kernels::conv2d_winograd_bordered(
+                            &shape, input, weight, bias, epilogue, None,
+                        )
+                    })
+                    .or_else(|| {
+                        kernels::conv2d_direct_bordered(&shape, input, direct, bias, epilogue)
+                    })
+            })?,
             _ => None,
         };
         match out {
@@ -511,6 +507,49 @@ impl Conv2d {
             }
             None => Bordered::new(&self.forward(&xs.to_tensor()?)?),
         }
+    }
+
+    /// This convolution then `pool`, on bordered activations: one layer where the convolution
+    /// runs by Winograd's F(2x2, 3x3) (see [`forward_bordered`](Self::forward_bordered)) and
+    /// `pool` is a 2x2, stride-2 pooling without padding, each 2x2 block of outputs pooled as it
+    /// is computed, with no full-size output; `forward_bordered` then
+    /// [`Pool2d::forward_bordered`] otherwise. Errors as they do.
+    pub fn forward_bordered_pooled(
+        &self,
+        xs: &Bordered,
+        pool: &Pool2d,
+    ) -> candle_core::Result<Bordered> {
+        let (n, c, h, w) = xs.dims;
+        let shape = Bordered::shape_of(xs.dims);
+        let halves = pool.halves((h, w));
+        let s = &self.spec;
+        let weight = (xs.on_cpu() && c == s.in_channels && halves && self.is_same_3x3((h, w)))
+            .then(|| self.winograd(&shape))
+            .flatten();
+        if let Some(weight) = weight {
+            let max = Some(pool.kind == PoolKind::Max);
+            let out = with_f32_slice(&xs.values, |input| {
+                let (bias, epilogue) = (&self.bias_values, &self.epilogue);
+                kernels::conv2d_winograd_bordered(&shape, input, weight, bias, epilogue, max)
+            })?;
+            if let Some(out) = out {
+                let dims = (n, s.out_channels, h / 2, w / 2);
+                let bordered = (n, s.out_channels, h / 2 + 3, w / 2 + 2);
+                let values = Tensor::from_vec(out, bordered, xs.values.device())?;
+                return Ok(Bordered { values, dims });
+            }
+        }
+        pool.forward_bordered(&self.forward_bordered(xs)?)
+    }
+
+    /// Whether this is a dense 3x3 convolution with stride 1 and one zero on every side of
+    /// a `(height, width)` plane, on the CPU: what the bordered kernels compute in place.
+    fn is_same_3x3(&self, (h, w): (usize, usize)) -> bool {
+        let s = &self.spec;
+        self.direct.is_some()
+            && s.kernel == 3
+            && s.stride == 1
+            && s.padding.amounts((h, w), 3, 1) == (1, 1, 1, 1)
     }
 
     /// The Winograd weight for a 3x3 convolution over bordered planes of `shape`: `None` when
@@ -1183,9 +1222,7 @@ impl Pool2d {
     /// [`forward`](Module::forward) does.
     pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
         let (n, c, h, w) = xs.dims;
-        let pads = self.padding.amounts((h, w), self.kernel, self.stride);
-        let halves = self.kernel == 2 && self.stride == 2 && pads == (0, 0, 0, 0);
-        if !xs.on_cpu() || !halves || h % 2 != 0 || w % 2 != 0 {
+        if !xs.on_cpu() || !self.halves((h, w)) {
             return Bordered::new(&self.forward(&xs.to_tensor()?)?);
         }
         let max = self.kind == PoolKind::Max;
@@ -1196,6 +1233,14 @@ impl Pool2d {
         let dims = (n, c, h / 2, w / 2);
         let values = Tensor::from_vec(out, (n, c, h / 2 + 3, w / 2 + 2), xs.values.device())?;
         Ok(Bordered { values, dims })
+    }
+
+    /// Whether this is a 2x2, stride-2 pooling without padding of an even `(height, width)`
+    /// plane: each output from one 2x2 block of the input.
+    fn halves(&self, (h, w): (usize, usize)) -> bool {
+        let pads = self.padding.amounts((h, w), self.kernel, self.stride);
+        let fits = self.kernel == 2 && self.stride == 2 && pads == (0, 0, 0, 0);
+        fits && h.is_multiple_of(2) && w.is_multiple_of(2)
     }
 }
 
@@ -1635,7 +1680,7 @@ mod tests {
             let run = |shape: &kernels::BorderedShape| {
                 with_f32_slice(&bordered.values, |input| {
                     let (bias, epilogue) = (&conv.bias_values, &conv.epilogue);
-                    kernels::conv2d_winograd_bordered(shape, input, weight, bias, epilogue)
+                    kernels::conv2d_winograd_bordered(shape, input, weight, bias, epilogue, None)
                 })
                 .unwrap()
             };
@@ -1651,6 +1696,14 @@ mod tests {
             assert!(err < 1e-5, "{:?}: {err}", (n, c, h, w));
             let err = relative_error(&got.values, &Bordered::new(&want).unwrap().values);
             assert!(err < 1e-5, "{:?} bordered: {err}", (n, c, h, w));
+            // Each 2x2 tile pooled as it is computed.
+            for pool in [Pool2d::average(2, 2), Pool2d::max(2, 2)] {
+                let got = conv.forward_bordered_pooled(&bordered, &pool).unwrap();
+                let want = Bordered::new(&pool.forward(&want).unwrap()).unwrap();
+                assert_eq!(got.dims4(), want.dims4());
+                let err = relative_error(&got.values, &want.values);
+                assert!(err < 1e-5, "{:?} {pool:?}: {err}", (n, c, h, w));
+            }
             // Not for other channels, nor an odd height.
             let other = kernels::BorderedShape {
                 channels: c + 1,
@@ -1661,6 +1714,24 @@ mod tests {
         let odd = Bordered::new(&r(&[1, 16, 7, 16])).unwrap();
         let eight = conv(16, 8, Activation::Relu);
         assert!(eight.winograd(&Bordered::shape_of(odd.dims)).is_none());
+        // Convolutions or poolings the fused layer does not take run one after the other.
+        let xs = r(&[1, 16, 8, 16]);
+        let bordered = Bordered::new(&xs).unwrap();
+        for (conv, pool) in [
+            (conv(8, 8, Activation::Relu), Pool2d::average(2, 2)),
+            (conv(16, 8, Activation::Relu), Pool2d::max(3, 2)),
+        ] {
+            let xs = xs.narrow(1, 0, conv.spec().in_channels).unwrap();
+            let bordered = Bordered::new(&xs).unwrap();
+            let got = conv.forward_bordered_pooled(&bordered, &pool).unwrap();
+            let want = pool.forward(&conv.forward(&xs).unwrap()).unwrap();
+            let err = relative_error(&got.to_tensor().unwrap(), &want);
+            assert!(err < 1e-5, "{:?} {pool:?}: {err}", conv.spec());
+        }
+        let wrong = conv(8, 8, Activation::Relu);
+        assert!(wrong
+            .forward_bordered_pooled(&bordered, &Pool2d::average(2, 2))
+            .is_err());
         // Fewer than 16 input channels: the direct kernel, where it is faster.
         let few = Bordered::new(&r(&[1, 8, 16, 16])).unwrap();
         let narrow = conv(8, 8, Activation::Relu);
@@ -2160,6 +2231,13 @@ mod tests {
             (
                 "3x3 Winograd, batch 1",
                 Box::new(|| dense.forward_bordered(&one_wide).unwrap().values),
+            ),
+            (
+                "3x3 Winograd pooled, batch 1",
+                Box::new(|| {
+                    let ys = dense.forward_bordered_pooled(&one_wide, &average);
+                    ys.unwrap().values
+                }),
             ),
             (
                 "pool bordered",

@@ -17,13 +17,15 @@
 //! at load and packed as the direct kernel packs its weights; each of the 16 points of the
 //! transform is then an ordinary product over the input channels, eight output channels times
 //! up to three vectors of tiles held in registers. A block of a few tile rows is transformed,
-//! multiplied and transformed back at a time, so that its values stay in cache.
+//! multiplied and transformed back at a time, so that its values stay in cache. A 2x2,
+//! stride-2 pooling after the convolution can pool each tile as it comes, since a tile is
+//! exactly one pooling window.
 
 use std::mem::MaybeUninit;
 
 use super::{
-    finish_sum, run_tasks, split_batch, team_share, with_scratch, written, BorderedShape,
-    DirectWeight, Epilogue, SharedPtr, Vectorized, DEPTHWISE_TAIL, DIRECT_CHANNELS,
+    finish_sum, pool_pairs, run_tasks, split_batch, team_share, with_scratch, written,
+    BorderedShape, DirectWeight, Epilogue, SharedPtr, Vectorized, DEPTHWISE_TAIL, DIRECT_CHANNELS,
 };
 
 /// Points of the transform: a 4x4 window.
@@ -97,8 +99,10 @@ fn transform_kernel(g: &[f32]) -> [f32; POINTS] {
 
 /// A dense 3x3 convolution (stride 1, one zero on every side) of `input` (`shape`, bordered,
 /// with an even height and width) by a transformed `weight` with `bias` (`[O]`, or empty) and
-/// the activation, by Winograd's F(2x2, 3x3): `[N, O, H, W]`, bordered. An image splits over the
-/// team's threads by runs of tile rows. `None` when the weight is not over `shape`'s channels
+/// the activation, by Winograd's F(2x2, 3x3): `[N, O, H, W]`, bordered; with `pool` (`Some(max)`)
+/// followed by a 2x2, stride-2 pooling of each tile (its maximum, or mean when not `max`):
+/// `[N, O, H / 2, W / 2]`, bordered. An image splits over the team's threads by runs of tile
+/// rows. `None` when the weight is not over `shape`'s channels
 /// or the plane is empty, has an odd height, or a width that is not a whole number of the
 /// CPU's vectors. Panics when `input` does not hold `shape`'s planes.
 pub(crate) fn conv2d_winograd_bordered(
@@ -107,6 +111,7 @@ pub(crate) fn conv2d_winograd_bordered(
     weight: &WinogradWeight,
     bias: &[f32],
     epilogue: &Epilogue,
+    pool: Option<bool>,
 ) -> Option<Vec<f32>> {
     let (c, h, w) = (shape.channels, shape.height, shape.width);
     let lanes = pulp::Arch::new().dispatch(Lanes);
@@ -127,7 +132,7 @@ pub(crate) fn conv2d_winograd_bordered(
         false => team_share(image_macs, tile_rows).unwrap_or(tile_rows),
     };
     let parts = tile_rows.div_ceil(share);
-    let out_len = shape.batch * weight.outputs * plane;
+    let out_len = shape.batch * weight.outputs * output_shape(shape, pool).plane();
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let out = (SharedPtr(out.as_mut_ptr().cast::<f32>()), out.len());
         run_tasks(shape.batch * parts, &|t| {
@@ -142,6 +147,7 @@ pub(crate) fn conv2d_winograd_bordered(
                 image,
                 rows: first..(first + share).min(tile_rows),
                 block,
+                pool,
             };
             with_scratch(task.scratch(lanes), |scratch| {
                 Vectorized::Winograd(&task, scratch, out).run()
@@ -149,10 +155,23 @@ pub(crate) fn conv2d_winograd_bordered(
         })
     };
     // SAFETY: every part of every image runs once, and `WinogradPart::run` writes every value
-    // of its tile rows' output rows (bordered rows `2 * first + 1` to `2 * end`, whole) in each
-    // of the image's output planes, the first part also the top border row and the last part
-    // the two bottom ones; the parts' tile rows cover `0..H / 2`, so every plane is written.
+    // of its tile rows' output rows (bordered rows `2 * first + 1` to `2 * end`, or `first + 1`
+    // to `end` pooled, whole) in each of the image's output planes, the first part also the top
+    // border row and the last part the two bottom ones; the parts' tile rows cover `0..H / 2`,
+    // so every plane is written.
     Some(unsafe { written(out_len, fill) })
+}
+
+/// The shape of the output of a convolution over `shape`, pooled or not.
+fn output_shape(shape: &BorderedShape, pool: Option<bool>) -> BorderedShape {
+    match pool {
+        Some(_) => BorderedShape {
+            height: shape.height / 2,
+            width: shape.width / 2,
+            ..*shape
+        },
+        None => *shape,
+    }
 }
 
 /// The values per vector of the widest instruction set the CPU has.
@@ -168,7 +187,7 @@ impl pulp::WithSimd for Lanes {
 }
 
 /// The tile rows `rows` of image `image` of a [`conv2d_winograd_bordered`] convolution, in
-/// every output channel, run by blocks of `block` tile rows.
+/// every output channel, run by blocks of `block` tile rows, pooled when `pool` is `Some(max)`.
 pub(crate) struct WinogradPart<'a> {
     shape: &'a BorderedShape,
     /// The image's bordered input planes.
@@ -179,16 +198,23 @@ pub(crate) struct WinogradPart<'a> {
     image: usize,
     rows: std::ops::Range<usize>,
     block: usize,
+    pool: Option<bool>,
 }
 
 impl WinogradPart<'_> {
     /// Values of the part's scratch with vectors of `lanes` values: a block's transformed
-    /// inputs, then its products.
+    /// inputs, then its products, then (pooled) its output rows and a pooled row.
     pub(crate) fn scratch(&self, lanes: usize) -> usize {
-        self.slabs(self.block.min(self.rows.len()), lanes)
-            .iter()
-            .sum::<usize>()
-            * POINTS
+        let rows = self.block.min(self.rows.len());
+        let [v, m, _] = self.slabs(rows, lanes);
+        POINTS * (v + m) + self.lines(rows)
+    }
+
+    /// Values of the output rows of a block of `rows` tile rows and of a pooled row, when
+    /// pooled (`transform_output` then writes them to scratch).
+    fn lines(&self, rows: usize) -> usize {
+        let w = self.shape.width;
+        self.pool.map_or(0, |_| 2 * rows * w + w / 2)
     }
 
     /// Values per point of a block of `rows` tile rows with vectors of `lanes` values: of its
@@ -215,10 +241,11 @@ impl WinogradPart<'_> {
         (out, len): (SharedPtr, usize),
     ) {
         let (shape, o, lanes) = (self.shape, self.weight.outputs, S::F32_LANES);
-        let (plane, cols) = (shape.plane(), shape.cols());
-        let image = self.image * o * plane;
+        let out_shape = output_shape(shape, self.pool);
+        let (plane, out_plane, cols) = (shape.plane(), out_shape.plane(), out_shape.cols());
+        let image = self.image * o * out_plane;
         assert!(
-            image + o * plane <= len
+            image + o * out_plane <= len
                 && scratch.len() >= self.scratch(lanes)
                 && takes(shape.width, lanes),
             "conv2d_winograd_bordered: output or scratch too short, or vectors too narrow"
@@ -229,7 +256,8 @@ impl WinogradPart<'_> {
             let end = (first + self.block).min(self.rows.end);
             let [v_slab, m_slab, padded] = self.slabs(end - first, lanes);
             let (v, rest) = scratch.split_at_mut(POINTS * v_slab);
-            let m = &mut rest[..POINTS * m_slab];
+            let (m, rest) = rest.split_at_mut(POINTS * m_slab);
+            let lines = &mut rest[..self.lines(end - first)];
             let block = Block {
                 shape,
                 rows: first..end,
@@ -259,29 +287,56 @@ impl WinogradPart<'_> {
                 }
             }
             for oc in 0..o {
-                let dst = image + oc * plane;
-                let len = 2 * (end - first) * cols;
-                // SAFETY: bordered rows `2 * first + 1` to `2 * end` of output plane `oc` of
-                // the image: inside the output (asserted), this part's rows, which no other
-                // task touches; the caller borrows the output mutably for the run.
+                let dst = image + oc * out_plane;
+                // The block's output rows: bordered rows `2 * first + 1` to `2 * end` of the
+                // output plane, or `first + 1` to `end` pooled.
+                let (top, count) = match self.pool {
+                    Some(_) => (first + 1, end - first),
+                    None => (2 * first + 1, 2 * (end - first)),
+                };
+                // SAFETY: those rows of output plane `oc` of the image: inside the output
+                // (asserted), this part's rows, which no other task touches; the caller
+                // borrows the output mutably for the run.
                 let rows = unsafe {
                     std::slice::from_raw_parts_mut(
-                        out.at(dst + (2 * first + 1) * cols)
-                            .cast::<MaybeUninit<f32>>(),
-                        len,
+                        out.at(dst + top * cols).cast::<MaybeUninit<f32>>(),
+                        count * cols,
                     )
                 };
-                block.transform_output(simd, m, oc, rows);
-                for row in rows.chunks_exact_mut(cols) {
-                    row[0].write(0.);
-                    row[cols - 1].write(0.);
-                }
-                // SAFETY: `transform_output` wrote columns `1..=W` of every row, and the
-                // border columns were just written.
-                let rows = unsafe { &mut *(std::ptr::from_mut(rows) as *mut [f32]) };
                 let bias = self.bias.get(oc).copied().unwrap_or(0.);
-                for row in rows.chunks_exact_mut(cols) {
-                    finish_sum(self.epilogue, oc, &mut row[1..cols - 1], bias, None);
+                match self.pool {
+                    None => {
+                        block.transform_output(simd, m, oc, (rows, cols, 1));
+                        for row in rows.chunks_exact_mut(cols) {
+                            row[0].write(0.);
+                            row[cols - 1].write(0.);
+                        }
+                        // SAFETY: `transform_output` wrote columns `1..=W` of every row, and
+                        // the border columns were just written.
+                        let rows = unsafe { &mut *(std::ptr::from_mut(rows) as *mut [f32]) };
+                        for row in rows.chunks_exact_mut(cols) {
+                            finish_sum(self.epilogue, oc, &mut row[1..cols - 1], bias, None);
+                        }
+                    }
+                    Some(max) => {
+                        let w = shape.width;
+                        let (lines, pooled) = lines.split_at_mut(2 * (end - first) * w);
+                        // SAFETY: initialised values seen as possibly uninitialised, to which
+                        // `transform_output` only writes values.
+                        let uninit =
+                            unsafe { &mut *(std::ptr::from_mut(lines) as *mut [MaybeUninit<f32>]) };
+                        block.transform_output(simd, m, oc, (uninit, w, 0));
+                        for line in lines.chunks_exact_mut(w) {
+                            finish_sum(self.epilogue, oc, line, bias, None);
+                        }
+                        let pairs = lines.chunks_exact(2 * w).map(|pair| pair.split_at(w));
+                        for (row, pair) in rows.chunks_exact_mut(cols).zip(pairs) {
+                            pool_pairs(pair, pooled, max);
+                            row[0].write(0.);
+                            row[1..cols - 1].write_copy_of_slice(pooled);
+                            row[cols - 1].write(0.);
+                        }
+                    }
                 }
                 let zero = |from: usize, to: usize| {
                     // SAFETY: bordered rows outside every part's output rows (the top one
@@ -293,7 +348,7 @@ impl WinogradPart<'_> {
                     zero(0, cols);
                 }
                 if end == shape.height / 2 {
-                    zero((shape.height + 1) * cols, plane);
+                    zero((out_shape.height + 1) * cols, out_plane);
                 }
             }
             first = end;
@@ -374,16 +429,16 @@ impl Block<'_> {
 
     /// Writes `Aᵀ M A` of each of the block's tiles of output channel `k` from the products
     /// `m` (`[point][channel][padded]`, each point's values [`SKEW`] apart) into `rows`, the
-    /// block's bordered output rows: columns `1..=W` of each.
+    /// block's output rows `pitch` values apart: columns `left..left + W` of each.
     #[inline(always)]
     fn transform_output<S: pulp::Simd>(
         &self,
         simd: S,
         m: &[f32],
         k: usize,
-        rows: &mut [MaybeUninit<f32>],
+        (rows, pitch, left): (&mut [MaybeUninit<f32>], usize, usize),
     ) {
-        let (lanes, cols) = (S::F32_LANES, self.shape.cols());
+        let lanes = S::F32_LANES;
         let slab = m.len() / POINTS;
         for q in 0..self.vectors(lanes) {
             let at = k * self.padded + q * lanes;
@@ -410,9 +465,9 @@ impl Block<'_> {
             );
             for (half, s) in [2 * q, 2 * q + 1].into_iter().enumerate() {
                 if let Some((row, col)) = self.segment(s, lanes) {
-                    let at = 2 * row * cols + 1 + col;
+                    let at = 2 * row * pitch + left + col;
                     rows[at..at + lanes].write_copy_of_slice(as_values::<S>(&top[half]));
-                    let at = at + cols;
+                    let at = at + pitch;
                     rows[at..at + lanes].write_copy_of_slice(as_values::<S>(&bottom[half]));
                 }
             }
