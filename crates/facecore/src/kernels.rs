@@ -12,9 +12,9 @@
 //! it can also run as one layer on bordered planes ([`separable`]): each plane stored with its
 //! zero border, so that no plane is padded or copied, a few rows of all channels computed at a
 //! time; so can a dense 3x3 convolution with stride 1, directly or, with 16 input channels or
-//! more, by Winograd's F(2x2, 3x3) ([`winograd`]). The bias, the residual and the activation run on each output row while it is still in
-//! cache. Every kernel splits its work over the current pool's team,
-//! or over rayon's pool outside one (see [`threads`](crate::threads)).
+//! more, by Winograd's F(2x2, 3x3) ([`winograd`]). The bias, the residual and the activation
+//! run on each output row while it is still in cache. Every kernel splits its work over the
+//! current pool's team, or over rayon's pool outside one (see [`threads`](crate::threads)).
 
 use std::mem::MaybeUninit;
 
