@@ -553,3 +553,67 @@ fn by_a<S: pulp::Simd>(simd: S, x: [S::f32s; 4]) -> [S::f32s; 2] {
         simd.sub_f32s(simd.sub_f32s(x[1], x[2]), x[3]),
     ]
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::kernels::border;
+
+    /// Pseudo-random values in `[-1, 1)`.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let bits = i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                bits as f32 / (1u32 << 23) as f32 - 1.
+            })
+            .collect()
+    }
+
+    /// The kernel on AVX2's 8-lane vectors (`pulp`'s V3 shuffles, the order of its lanes
+    /// another) against the width the CPU dispatches to, where the CPU has AVX2: both
+    /// plain and pooled, every output written.
+    #[test]
+    fn eight_lane_vectors_give_the_dispatched_convolution() {
+        let Some(v3) = pulp::x86::V3::try_new() else {
+            return;
+        };
+        let shape = BorderedShape {
+            batch: 1,
+            channels: 16,
+            height: 10,
+            width: 16,
+        };
+        let (o, c) = (12, shape.channels);
+        let plain = values(c * shape.height * shape.width, 1);
+        let input = border(&shape, &plain);
+        let weight = WinogradWeight::new(&values(o * c * 9, 2), (o, c)).unwrap();
+        let bias = values(o, 3);
+        let epilogue = Epilogue::Relu;
+        for pool in [None, Some(false), Some(true)] {
+            let want =
+                conv2d_winograd_bordered(&shape, &input, &weight, &bias, &epilogue, pool).unwrap();
+            let tile_rows = shape.height / 2;
+            let task = WinogradPart {
+                shape: &shape,
+                input: &input,
+                weight: &weight,
+                bias: &bias,
+                epilogue: &epilogue,
+                image: 0,
+                rows: 0..tile_rows,
+                block: (BLOCK_TILES / (shape.width / 2)).clamp(1, tile_rows),
+                pool,
+            };
+            let mut scratch = vec![0.; task.scratch(8)];
+            let mut got = vec![f32::NAN; want.len()];
+            let out = (SharedPtr(got.as_mut_ptr()), got.len());
+            pulp::Simd::vectorize(v3, Vectorized::Winograd(&task, &mut scratch, out));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.),
+                    "{pool:?} {i}: {g} {w}"
+                );
+            }
+        }
+    }
+}
