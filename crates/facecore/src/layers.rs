@@ -502,11 +502,7 @@ impl Conv2d {
             _ => None,
         };
         match out {
-            Some(out) => {
-                let values =
-                    Tensor::from_vec(out, (n, s.out_channels, h + 3, w + 2), xs.values.device())?;
-                Ok(Bordered { values, dims })
-            }
+            Some(out) => Bordered::from_values(out, dims, xs.values.device()),
             None => Bordered::new(&self.forward(&xs.to_tensor()?)?),
         }
     }
@@ -536,9 +532,7 @@ impl Conv2d {
             })?;
             if let Some(out) = out {
                 let dims = (n, s.out_channels, h / 2, w / 2);
-                let bordered = (n, s.out_channels, h / 2 + 3, w / 2 + 2);
-                let values = Tensor::from_vec(out, bordered, xs.values.device())?;
-                return Ok(Bordered { values, dims });
+                return Bordered::from_values(out, dims, xs.values.device());
             }
         }
         pool.forward_bordered(&self.forward_bordered(xs)?)
@@ -708,6 +702,18 @@ impl Bordered {
     /// Whether the facecore kernels take the values: f32 on the CPU.
     fn on_cpu(&self) -> bool {
         self.values.device().is_cpu() && self.values.dtype() == DType::F32
+    }
+
+    /// Activations of `dims` (`(N, C, H, W)`) from their values in the bordered layout, as a
+    /// kernel wrote them (`N x C x (H + 3) x (W + 2)`).
+    fn from_values(
+        values: Vec<f32>,
+        dims: (usize, usize, usize, usize),
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Self> {
+        let (n, c, h, w) = dims;
+        let values = Tensor::from_vec(values, (n, c, h + 3, w + 2), device)?;
+        Ok(Self { values, dims })
     }
 
     fn shape_of(
@@ -1232,9 +1238,7 @@ impl Pool2d {
         let out = with_f32_slice(&xs.values, |input| {
             kernels::pool_bordered(&shape, input, max)
         })?;
-        let dims = (n, c, h / 2, w / 2);
-        let values = Tensor::from_vec(out, (n, c, h / 2 + 3, w / 2 + 2), xs.values.device())?;
-        Ok(Bordered { values, dims })
+        Bordered::from_values(out, (n, c, h / 2, w / 2), xs.values.device())
     }
 
     /// Whether this is a 2x2, stride-2 pooling without padding of an even `(height, width)`
