@@ -504,7 +504,7 @@ fn row_product<S: pulp::Simd>(simd: S, dst: &mut [f32], lhs: &[f32], rhs: &[f32]
         let load = |l: usize| {
             let row = &rhs[l * rhs_rs + first..l * rhs_rs + first + width];
             match width == lanes {
-                true => pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(row)),
+                true => load::<S>(row),
                 false => simd.partial_load_f32s(row),
             }
         };
@@ -524,6 +524,12 @@ fn row_product<S: pulp::Simd>(simd: S, dst: &mut [f32], lhs: &[f32], rhs: &[f32]
             .fold(simd.partial_load_f32s(out), |s, &a| simd.add_f32s(s, a));
         simd.partial_store_f32s(out, sum);
     }
+}
+
+/// The first vector of `values`. Panics when `values` holds fewer.
+#[inline(always)]
+fn load<S: pulp::Simd>(values: &[f32]) -> S::f32s {
+    pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&values[..S::F32_LANES]))
 }
 
 /// A destination pointer shared by the tasks of a column-split product, each of which writes
@@ -931,10 +937,7 @@ impl DirectSums<'_> {
         {
             for (&tap, w) in taps.iter().zip(weights.as_chunks::<DIRECT_CHANNELS>().0) {
                 let run = &plane[i + tap..i + tap + len];
-                let x: [S::f32s; V] = std::array::from_fn(|v| {
-                    let values = &run[v * lanes..(v + 1) * lanes];
-                    pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(values))
-                });
+                let x: [S::f32s; V] = std::array::from_fn(|v| load::<S>(&run[v * lanes..]));
                 for (acc, &w) in acc.iter_mut().zip(w) {
                     let w = simd.splat_f32s(w);
                     for (a, &x) in acc.iter_mut().zip(&x) {

@@ -24,7 +24,7 @@
 use std::mem::MaybeUninit;
 
 use super::{
-    finish_sum, pool_pairs, run_tasks, split_batch, team_share, with_scratch, written,
+    finish_sum, load, pool_pairs, run_tasks, split_batch, team_share, with_scratch, written,
     BorderedShape, DirectWeight, Epilogue, SharedPtr, Vectorized, DEPTHWISE_TAIL, DIRECT_CHANNELS,
 };
 
@@ -473,12 +473,6 @@ impl Block<'_> {
             }
         }
     }
-}
-
-/// The first vector of `values`.
-#[inline(always)]
-fn load<S: pulp::Simd>(values: &[f32]) -> S::f32s {
-    pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&values[..S::F32_LANES]))
 }
 
 /// Positions `i..i + N * lanes` of one point's products for a group of
