@@ -1550,7 +1550,12 @@ fn resize_plane(
     dst: &mut [MaybeUninit<f32>],
 ) {
     let ow = xs.len();
+    let doubling = doubles(xs, w);
     for (line, out) in src.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+        if doubling {
+            double_row(line, out);
+            continue;
+        }
         for (v, &(x0, x1, t)) in out.iter_mut().zip(xs) {
             *v = line[x0] * (1. - t) + line[x1] * t;
         }
@@ -1561,6 +1566,42 @@ fn resize_plane(
             *v = MaybeUninit::new(a * (1. - t) + b * t);
         }
     }
+}
+
+/// Whether `xs` are the column taps of a 2x upsampling of `w` columns (`w >= 2`), with the
+/// weights of half-pixel centres: output `2i` blends inputs `i - 1` and `i` by 0.25 and 0.75,
+/// output `2i + 1` inputs `i` and `i + 1` by 0.75 and 0.25, the first and last outputs clamped
+/// to the edge values.
+fn doubles(xs: &[Tap], w: usize) -> bool {
+    w >= 2
+        && xs.len() == 2 * w
+        && xs.iter().enumerate().all(|(d, &tap)| {
+            let i = d / 2;
+            tap == match (d % 2, i) {
+                (0, 0) => (0, 1, 0.),
+                (0, _) => (i - 1, i, 0.75),
+                (_, i) if i + 1 == w => (i, i, 0.),
+                _ => (i, i + 1, 0.25),
+            }
+        })
+}
+
+/// One row of a 2x upsampling (taps as [`doubles`] checks them): `line` (`w >= 2` values) into
+/// `out` (`2w`), each value `a * (1 - t) + b * t` exactly as the general loop computes it, but
+/// from contiguous runs of `line` rather than per-output gathers.
+#[inline(always)]
+fn double_row(line: &[f32], out: &mut [f32]) {
+    let w = line.len();
+    let (quarter, three) = (1. - 0.75f32, 1. - 0.25f32);
+    out[0] = line[0] * (1. - 0.) + line[1] * 0.;
+    let inner = out[1..2 * w - 1].chunks_exact_mut(2);
+    for (pair, (&a, &b)) in inner.zip(line.iter().zip(&line[1..])) {
+        // Outputs 2i + 1 (inputs i and i + 1 by 0.75 and 0.25) and 2i + 2 (the same inputs by
+        // 0.25 and 0.75), for i in 0..w - 1.
+        pair[0] = a * three + b * 0.25;
+        pair[1] = a * quarter + b * 0.75;
+    }
+    out[2 * w - 1] = line[w - 1] * (1. - 0.) + line[w - 1] * 0.;
 }
 
 thread_local! {
@@ -2478,6 +2519,27 @@ mod tests {
                     "{m}x{n}x{k}: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn doubled_rows_equal_the_general_taps_bit_for_bit() {
+        for w in 1..40 {
+            let xs = sample_positions(w, 2 * w);
+            assert_eq!(doubles(&xs, w), w >= 2, "{w} columns");
+            if w < 2 {
+                continue;
+            }
+            let line = values(w, w as u32);
+            let mut got = vec![f32::NAN; 2 * w];
+            double_row(&line, &mut got);
+            for (d, (g, &(x0, x1, t))) in got.iter().zip(&xs).enumerate() {
+                let want = line[x0] * (1. - t) + line[x1] * t;
+                assert_eq!(g.to_bits(), want.to_bits(), "{w} columns, output {d}");
+            }
+        }
+        for (w, ow) in [(4, 7), (4, 9), (3, 9), (6, 6), (8, 4)] {
+            assert!(!doubles(&sample_positions(w, ow), w), "{w} -> {ow}");
         }
     }
 
