@@ -1779,29 +1779,31 @@ impl PhaseLayout {
         self.len + self.outputs
     }
 
-    /// Writes plane `src` (`H x W`) into `padded` (`len` values) with its zero padding.
+    /// Writes plane `src` (`H x W`) into `padded` (`len` values) with its zero padding: each
+    /// phase plane's rows and columns that lie on the input copied, and only the rest zeroed.
     #[inline(always)]
     fn fill(&self, g: &Geometry, src: &[f32], padded: &mut [f32]) {
         let (s, rows, cols) = (g.stride, self.rows, self.cols);
-        padded.fill(0.);
-        for (iy, line) in src.chunks_exact(g.width).enumerate() {
-            let y = iy + g.top;
-            if y / s >= rows {
-                break;
+        let (phases, tail) = padded.split_at_mut(s * s * rows * cols);
+        tail.fill(0.);
+        for (phase, plane) in phases.chunks_exact_mut(rows * cols).enumerate() {
+            let (py, px) = (phase / s, phase % s);
+            // Phase row `r` is padded row `r * s + py`, input row `r * s + py - top`; phase
+            // column `j` input column `j * s + px - left`: inside the input for `ys` and `js`.
+            let ys = g.valid(rows, py, g.top, g.height);
+            let js = g.valid(cols, px, g.left, g.width);
+            if js.is_empty() {
+                plane.fill(0.);
+                continue;
             }
-            for phase in 0..s {
-                let js = g.valid(cols, phase, g.left, g.width);
-                if js.is_empty() {
-                    continue;
-                }
-                // A valid column: js.start * s + phase - left lies in 0..width.
-                let x0 = js.start * s + phase - g.left;
-                let start = ((y % s) * s + phase) * rows * cols + (y / s) * cols;
-                strided_copy(
-                    &mut padded[start + js.start..start + js.end],
-                    &line[x0..],
-                    s,
-                );
+            plane[..ys.start * cols].fill(0.);
+            plane[ys.end.max(ys.start) * cols..].fill(0.);
+            for r in ys {
+                let line = &mut plane[r * cols..(r + 1) * cols];
+                line[..js.start].fill(0.);
+                line[js.end..].fill(0.);
+                let (iy, x0) = (r * s + py - g.top, js.start * s + px - g.left);
+                strided_copy(&mut line[js.clone()], &src[iy * g.width + x0..], s);
             }
         }
     }
