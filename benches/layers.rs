@@ -1,6 +1,7 @@
 //! Single layers of facecore at shapes the small models run (BlazeFace full range's 96x96 and
 //! 24x24 stages and its stem, the first block's depthwise and pointwise pair as one separable
-//! layer, gender's 3x3 convolutions plain and on bordered planes, SFace's dense head at batch 1
+//! layer, the strided depthwise layers plain and on bordered planes, gender's 3x3 convolutions
+//! plain and on bordered planes, SFace's dense head at batch 1
 //! in f32 and int8), one thread, so
 //! that a kernel change can be timed without the noise of a whole model. Run with `cargo bench --bench layers`.
 
@@ -60,6 +61,7 @@ fn layers(c: &mut Criterion) {
     let cases = [
         ("depthwise_32_96", conv(dw(32, 1), [32, 96, 96])),
         ("depthwise_32_96_s2", conv(dw(32, 2), [32, 96, 96])),
+        ("depthwise_128_24_s2", conv(dw(128, 2), [128, 24, 24])),
         ("depthwise_8_96", conv(dw(8, 1), [8, 96, 96])),
         ("depthwise_128_24", conv(dw(128, 1), [128, 24, 24])),
         ("depthwise_384_6", conv(dw(384, 1), [384, 6, 6])),
@@ -109,6 +111,19 @@ fn layers(c: &mut Criterion) {
     group.bench_with_input(BenchmarkId::new("separable_32_8_96", "1t"), &xs, |b, xs| {
         pool.install(|| b.iter(|| separable.forward(xs, None).expect("forward")))
     });
+    // BlazeFace full range's strided blocks' first layers on bordered activations, as the
+    // network runs them (read in place), at its first and third stride-2 blocks.
+    for (name, (c, side)) in [
+        ("depthwise_32_96_s2", (32, 96)),
+        ("depthwise_128_24_s2", (128, 24)),
+    ] {
+        let conv = conv2d(dw(c, 2)).expect("depthwise");
+        let xs = Tensor::rand(0f32, 1., (1, c, side, side), &Device::Cpu).expect("input");
+        let xs = Bordered::new(&xs).expect("bordered input");
+        group.bench_with_input(BenchmarkId::new(name, "1t bordered"), &xs, |b, xs| {
+            pool.install(|| b.iter(|| conv.forward_from_bordered(xs).expect("forward")))
+        });
+    }
     // Gender's second and fourth convolutions on bordered activations, as the network runs
     // them (Winograd's F(2x2, 3x3)).
     for (name, (c, side)) in [

@@ -2309,9 +2309,14 @@ fn pool_pairs((top, bottom): (&[f32], &[f32]), row: &mut [f32], max: bool) {
 }
 
 /// A 2x2, stride-2 pooling (maximum, or mean when not `max`) of `input` (`shape`, bordered, an
-/// even height and width) without padding: `[N, C, H / 2, W / 2]`, bordered. Panics when `input`
-/// does not hold `shape`'s planes or a side is odd or zero.
-pub(crate) fn pool_bordered(shape: &BorderedShape, input: &[f32], max: bool) -> Vec<f32> {
+/// even height and width) without padding: `[N, C, H / 2, W / 2]`, bordered when `bordered`,
+/// else plain. Panics when `input` does not hold `shape`'s planes or a side is odd or zero.
+pub(crate) fn pool_bordered(
+    shape: &BorderedShape,
+    input: &[f32],
+    max: bool,
+    bordered: bool,
+) -> Vec<f32> {
     let (h, w, plane) = (shape.height, shape.width, shape.plane());
     let planes = shape.batch * shape.channels;
     assert!(
@@ -2323,28 +2328,175 @@ pub(crate) fn pool_bordered(shape: &BorderedShape, input: &[f32], max: bool) -> 
         width: w / 2,
         ..*shape
     };
-    let (oh, ow, out_plane) = (out.height, out.width, out.plane());
+    let (oh, ow) = (out.height, out.width);
+    // Where output row `oy` starts, and the plane's values.
+    let (start, out_plane) = if bordered {
+        (out.at(0, 0), out.plane())
+    } else {
+        (0, oh * ow)
+    };
+    let pitch = if bordered { out.cols() } else { ow };
+    let pooling = HalvingPool {
+        shape,
+        start,
+        pitch,
+        max,
+    };
     let fill = |dst: &mut [MaybeUninit<f32>]| {
         for_each_chunk(dst, out_plane, grain(plane), |i, dst| {
             let src = &input[i * plane..(i + 1) * plane];
-            let zero = MaybeUninit::new(0.);
-            with_scratch(ow, |row| {
-                dst[..out.at(0, 0)].fill(zero);
-                for oy in 0..oh {
-                    let top = &src[shape.at(2 * oy, 0)..shape.at(2 * oy, w)];
-                    let bottom = &src[shape.at(2 * oy + 1, 0)..shape.at(2 * oy + 1, w)];
-                    pool_pairs((top, bottom), row, max);
-                    dst[out.at(oy, 0)..out.at(oy, ow)].write_copy_of_slice(row);
-                    dst[out.at(oy, ow)..out.at(oy + 1, 0)].fill(zero);
-                }
-                dst[out.at(oh, 0)..].fill(zero);
-            })
+            with_scratch(ow, |row| Vectorized::Pool(&pooling, src, dst, row).run())
         })
     };
     // SAFETY: the output splits into `planes` chunks of `out_plane` values, one per input plane,
-    // and each chunk is written whole: `0..at(0, 0)`, then for each row `oy` the run `at(oy,
-    // 0)..at(oy + 1, 0)` (the pooled values, then the border), then `at(oh, 0)..out_plane`.
+    // and `HalvingPool::run` writes each whole (see there).
     unsafe { written(planes * out_plane, fill) }
+}
+
+/// The layout of one output plane of [`pool_bordered`]: its first row at `start`, the rows
+/// `pitch` apart (with the border between them when bordered).
+struct HalvingPool<'a> {
+    shape: &'a BorderedShape,
+    start: usize,
+    pitch: usize,
+    max: bool,
+}
+
+impl HalvingPool<'_> {
+    /// Pools the bordered plane `src` into `dst`, all of it: `0..start`, then for each row `oy`
+    /// the run `start + oy * pitch..start + (oy + 1) * pitch` (the pooled values, then the
+    /// border when bordered: the plain pitch is the row), then the rest from `start + oh *
+    /// pitch`; `row` holds `W / 2` values.
+    #[inline(always)]
+    fn run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], row: &mut [f32]) {
+        let (shape, start, pitch) = (self.shape, self.start, self.pitch);
+        let (w, ow) = (shape.width, shape.width / 2);
+        let zero = MaybeUninit::new(0.);
+        dst[..start].fill(zero);
+        for oy in 0..shape.height / 2 {
+            let top = &src[shape.at(2 * oy, 0)..shape.at(2 * oy, w)];
+            let bottom = &src[shape.at(2 * oy + 1, 0)..shape.at(2 * oy + 1, w)];
+            pool_pairs((top, bottom), row, self.max);
+            let at = start + oy * pitch;
+            dst[at..at + ow].write_copy_of_slice(row);
+            dst[at + ow..at + pitch].fill(zero);
+        }
+        dst[start + shape.height / 2 * pitch..].fill(zero);
+    }
+}
+
+/// A 3x3 depthwise convolution with stride 2 and TensorFlow's `SAME` padding of even planes (no
+/// zero above or left, one below and right) of `input` (`shape`, bordered, an even height and
+/// width), by `kernel` (`[C, 1, 3, 3]`, flattened), its `bias` (`[C]`, or empty) and activation:
+/// `[N, C, H / 2, W / 2]`, plain. Output `(oy, ox)` is output `(2 oy + 1, 2 ox + 1)` of the
+/// stride-1 convolution, which reads the border as that padding, so each output row is that
+/// row of the stride-1 convolution computed straight from the bordered plane (no padded copy,
+/// no split by phase), every other value of it kept; on narrow planes a few such rows are
+/// computed as one run, with the even rows between them. The planes run in parallel. Panics
+/// when a slice does not hold its shape's values or a side is odd or zero.
+pub(crate) fn depthwise_halving(
+    shape: &BorderedShape,
+    input: &[f32],
+    (kernel, bias, epilogue): (&[f32], &[f32], &Epilogue),
+) -> Vec<f32> {
+    let (c, h, w, plane) = (shape.channels, shape.height, shape.width, shape.plane());
+    let planes = shape.batch * c;
+    assert!(
+        h > 0
+            && w > 0
+            && h % 2 == 0
+            && w % 2 == 0
+            && input.len() == planes * plane
+            && kernel.len() == c * 9,
+        "depthwise_halving: a slice of the wrong size"
+    );
+    let (oh, ow) = (h / 2, w / 2);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_each_chunk(out, oh * ow, grain(9 * w * oh), |i, dst| {
+            let channel = i % c;
+            let task = HalvingPlane {
+                shape,
+                src: &input[i * plane..(i + 1) * plane],
+                kernel: &kernel[channel * 9..channel * 9 + 9],
+                finish: (epilogue, channel, bias.get(channel).copied().unwrap_or(0.)),
+            };
+            with_scratch(HalvingPlane::scratch(shape), |scratch| {
+                Vectorized::Halving(&task, dst, scratch).run()
+            })
+        })
+    };
+    // SAFETY: the output splits into `planes` chunks of `oh * ow` values, one per input plane,
+    // and `HalvingPlane::run` writes every row of its chunk.
+    unsafe { written(planes * oh * ow, fill) }
+}
+
+/// One plane of [`depthwise_halving`]: its bordered input, 3x3 kernel, and the epilogue,
+/// channel and bias that complete its rows.
+struct HalvingPlane<'a> {
+    shape: &'a BorderedShape,
+    src: &'a [f32],
+    kernel: &'a [f32],
+    finish: (&'a Epilogue, usize, f32),
+}
+
+/// Stride-1 outputs that [`HalvingPlane::run`] computes together at least (when a plane is
+/// that wide), so that narrow planes still fill whole blocks of [`DEPTHWISE_BLOCK`].
+const HALVING_RUN: usize = 256;
+
+impl HalvingPlane<'_> {
+    /// The odd rows of the stride-1 outputs that [`HalvingPlane::run`] computes in one run,
+    /// with the even rows between them.
+    fn rows_per_run(shape: &BorderedShape) -> usize {
+        (HALVING_RUN / (2 * shape.cols())).clamp(1, shape.height / 2)
+    }
+
+    /// Values of the scratch buffer [`HalvingPlane::run`] takes: one run's outputs.
+    fn scratch(shape: &BorderedShape) -> usize {
+        (2 * Self::rows_per_run(shape) - 1) * shape.cols()
+    }
+
+    /// Writes every row of `dst` (`H / 2 x W / 2`), `scratch` holding
+    /// [`scratch`](Self::scratch) values.
+    #[inline(always)]
+    fn run(&self, dst: &mut [MaybeUninit<f32>], scratch: &mut [f32]) {
+        let (cols, w, ow) = (self.shape.cols(), self.shape.width, self.shape.width / 2);
+        let (epilogue, channel, bias) = self.finish;
+        let taps = [
+            0,
+            1,
+            2,
+            cols,
+            cols + 1,
+            cols + 2,
+            2 * cols,
+            2 * cols + 1,
+            2 * cols + 2,
+        ];
+        let per_run = Self::rows_per_run(self.shape);
+        for (first, out) in dst.chunks_mut(per_run * ow).enumerate() {
+            // Stride-1 output (y, x) sums bordered (y + ky, x + kx), input (y + ky - 1, x + kx
+            // - 1): for y = 2 oy + 1 and x = 2 ox + 1, input (2 oy + ky, 2 ox + kx). A run
+            // computes rows 2 oy + 1 to 2 oy' + 1 of its output rows oy..=oy', the first W
+            // of the last; its highest read, (H + 1) * cols + W + 1 for the plane's last row,
+            // is inside the plane.
+            let rows = out.len() / ow;
+            let oy = first * per_run;
+            let len = (2 * rows - 2) * cols + w;
+            let src = &self.src[(2 * oy + 1) * cols..];
+            let run = &mut scratch[..len];
+            depthwise_outputs::<3>(src, (&taps, self.kernel), run);
+            // Completed whole (the dropped values too), in vectors, then every other value
+            // kept: completing the kept values after a copy by single values stalled on
+            // reading them back.
+            finish_sum(epilogue, channel, run, bias, None);
+            for (r, out) in out.chunks_exact_mut(ow).enumerate() {
+                let pairs = run[2 * r * cols..][..w].chunks_exact(2);
+                for (v, pair) in out.iter_mut().zip(pairs) {
+                    v.write(pair[1]);
+                }
+            }
+        }
+    }
 }
 
 /// Work that runs compiled for the widest instruction set the CPU has: `pulp` detects it at
@@ -2356,6 +2508,22 @@ enum Vectorized<'a> {
     Plane(
         &'a Plane<'a>,
         &'a [f32],
+        &'a mut [MaybeUninit<f32>],
+        &'a mut [f32],
+    ),
+    /// One plane of a 2x2 pooling of bordered planes: `(layout, src, dst, row)` (see
+    /// [`HalvingPool::run`]).
+    Pool(
+        &'a HalvingPool<'a>,
+        &'a [f32],
+        &'a mut [MaybeUninit<f32>],
+        &'a mut [f32],
+    ),
+    /// One plane of a stride-2 depthwise convolution of bordered planes: `(plane, dst,
+    /// scratch)` (see [`HalvingPlane::run`]), `scratch` holding [`HalvingPlane::scratch`]
+    /// values.
+    Halving(
+        &'a HalvingPlane<'a>,
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
@@ -2438,6 +2606,8 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::DirectBordered(part, out) => part.run(simd, out),
             Self::Winograd(part, scratch, out) => part.run(simd, scratch, out),
             Self::RowProduct(dst, lhs, rhs, rhs_rs) => row_product(simd, dst, lhs, rhs, rhs_rs),
+            Self::Halving(plane, dst, scratch) => plane.run(dst, scratch),
+            Self::Pool(pooling, src, dst, row) => pooling.run(src, dst, row),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
             Self::Separable(tile, scratch, out) => tile.run(scratch, out),
             Self::Activation(epilogue, channel, row) => epilogue.apply(channel, row),

@@ -538,6 +538,35 @@ impl Conv2d {
         pool.forward_bordered(&self.forward_bordered(xs)?)
     }
 
+    /// This convolution of bordered activations, plain (`[N, O, OH, OW]`): a 3x3 depthwise
+    /// convolution with stride 2 and TensorFlow's `SAME` padding of even planes (a BlazeBlock's
+    /// first layer when it halves the resolution) reads them in place, the border as its
+    /// padding, with no padded copy; any other convolution runs on a plain copy. Errors when
+    /// `xs` has the wrong channels.
+    pub fn forward_from_bordered(&self, xs: &Bordered) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (n, c, h, w) = xs.dims;
+        let depthwise = s.groups == s.in_channels && s.out_channels == s.in_channels;
+        let halving = depthwise
+            && c == s.in_channels
+            && s.kernel == 3
+            && s.stride == 2
+            && h.is_multiple_of(2)
+            && w.is_multiple_of(2)
+            && self.padding(h, w) == (0, 1, 0, 1);
+        if !xs.on_cpu() || !halving {
+            return self.forward(&xs.to_tensor()?);
+        }
+        let shape = Bordered::shape_of(xs.dims);
+        let out = with_f32_slice(&xs.values, |input| {
+            with_f32_slice(&self.weight, |kernel| {
+                let layer = (kernel, self.bias_values.as_slice(), &self.epilogue);
+                kernels::depthwise_halving(&shape, input, layer)
+            })
+        })??;
+        Tensor::from_vec(out, (n, c, h / 2, w / 2), xs.values.device())
+    }
+
     /// Whether this is a dense 3x3 convolution with stride 1 and one zero on every side of
     /// a `(height, width)` plane, on the CPU: what the bordered kernels compute in place.
     fn is_same_3x3(&self, (h, w): (usize, usize)) -> bool {
@@ -1230,15 +1259,39 @@ impl Pool2d {
     /// [`forward`](Module::forward) does.
     pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
         let (n, c, h, w) = xs.dims;
+        match self.pool_in_place(xs, true)? {
+            Some(out) => Bordered::from_values(out, (n, c, h / 2, w / 2), xs.values.device()),
+            None => Bordered::new(&self.forward(&xs.to_tensor()?)?),
+        }
+    }
+
+    /// The pooling of bordered activations, plain (`[N, C, OH, OW]`): read in place as by
+    /// [`forward_bordered`](Self::forward_bordered), else from a plain copy. Errors as
+    /// [`forward`](Module::forward) does.
+    pub fn forward_from_bordered(&self, xs: &Bordered) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = xs.dims;
+        match self.pool_in_place(xs, false)? {
+            Some(out) => Tensor::from_vec(out, (n, c, h / 2, w / 2), xs.values.device()),
+            None => self.forward(&xs.to_tensor()?),
+        }
+    }
+
+    /// The values of a 2x2, stride-2 pooling of `xs` read in place, bordered when `bordered`,
+    /// or `None` when it is another pooling or not on the CPU.
+    fn pool_in_place(
+        &self,
+        xs: &Bordered,
+        bordered: bool,
+    ) -> candle_core::Result<Option<Vec<f32>>> {
+        let (_, _, h, w) = xs.dims;
         if !xs.on_cpu() || !self.halves((h, w)) {
-            return Bordered::new(&self.forward(&xs.to_tensor()?)?);
+            return Ok(None);
         }
         let max = self.kind == PoolKind::Max;
         let shape = Bordered::shape_of(xs.dims);
-        let out = with_f32_slice(&xs.values, |input| {
-            kernels::pool_bordered(&shape, input, max)
-        })?;
-        Bordered::from_values(out, (n, c, h / 2, w / 2), xs.values.device())
+        with_f32_slice(&xs.values, |input| {
+            Some(kernels::pool_bordered(&shape, input, max, bordered))
+        })
     }
 
     /// Whether this is a 2x2, stride-2 pooling without padding of an even `(height, width)`
@@ -1529,6 +1582,66 @@ mod tests {
             let err = relative_error(&got.values, &want.values);
             assert!(err < 1e-6, "{shape:?} {pool:?}: {err}");
         }
+    }
+
+    #[test]
+    fn halving_layers_read_bordered_planes_as_plain_ones_compute() {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let depthwise = |c: usize, k: usize, stride: usize, act: Activation| {
+            let spec = Conv2dSpec::depthwise(c, k, stride).with_padding(Padding::Same);
+            Conv2d::from_tensors(r(&[c, 1, k, k]), Some(r(&[c])), spec, act).unwrap()
+        };
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            values.into_iter().map(f32::to_bits).collect()
+        };
+        // In place: the 3x3 stride-2 depthwise of even planes (one row per run at 98 wide,
+        // with a 64- and a 16-block and single outputs; several rows per run, their last run
+        // shorter, on narrower planes; a batch; one 2x2 plane) and the 2x2 pooling;
+        // on a plain copy: odd planes, other strides and kernels, a dense convolution.
+        let relu = Activation::Relu;
+        let cases = [
+            ((1, 3, 96, 98), depthwise(3, 3, 2, Activation::Identity)),
+            ((1, 4, 48, 48), depthwise(4, 3, 2, relu.clone())),
+            ((1, 2, 14, 24), depthwise(2, 3, 2, relu.clone())),
+            ((2, 5, 12, 6), depthwise(5, 3, 2, relu.clone())),
+            ((1, 2, 2, 2), depthwise(2, 3, 2, Activation::Relu6)),
+            ((1, 4, 7, 6), depthwise(4, 3, 2, relu.clone())),
+            ((1, 4, 8, 8), depthwise(4, 3, 1, relu.clone())),
+            ((1, 4, 8, 8), depthwise(4, 5, 2, relu.clone())),
+            (
+                (1, 4, 8, 8),
+                Conv2d::from_tensors(
+                    r(&[6, 4, 3, 3]),
+                    None,
+                    Conv2dSpec::new(4, 6, 3, 2).with_padding(Padding::Same),
+                    relu,
+                )
+                .unwrap(),
+            ),
+        ];
+        for ((n, c, h, w), conv) in &cases {
+            let xs = r(&[*n, *c, *h, *w]);
+            let bordered = Bordered::new(&xs).unwrap();
+            let got = conv.forward_from_bordered(&bordered).unwrap();
+            let want = conv.forward(&xs).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{:?}", conv.spec());
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{:?} on {:?}",
+                conv.spec(),
+                xs.dims()
+            );
+            for pool in [Pool2d::max(2, 2), Pool2d::average(2, 2)] {
+                let got = pool.forward_from_bordered(&bordered).unwrap();
+                let want = pool.forward(&xs).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{pool:?} on {:?}", xs.dims());
+            }
+        }
+        let wrong = Bordered::new(&r(&[1, 3, 8, 8])).unwrap();
+        assert!(cases[3].1.forward_from_bordered(&wrong).is_err());
     }
 
     /// Candle's own convolution with the bias and activation applied by candle ops.
