@@ -414,23 +414,31 @@ impl Block {
     }
 }
 
-fn run(blocks: &[Block], xs: &Tensor) -> candle_core::Result<Tensor> {
-    let mut flow = Activations::Plain(xs.clone());
+/// Runs `blocks` on `flow`. A strided block reads bordered activations in place (its first
+/// depthwise convolution and its pooled shortcut) and writes plain ones; the stride-1 blocks
+/// run on bordered ones.
+fn run(blocks: &[Block], mut flow: Activations) -> candle_core::Result<Activations> {
     for block in blocks {
         flow = match block {
             Block::Strided(convs) => {
-                let xs = flow.into_plain()?;
-                let Some((last, first)) = convs.split_last() else {
-                    return Ok(xs);
+                let pool = Pool2d::max(2, 2);
+                let [first, middle @ .., last] = convs.as_slice() else {
+                    return Ok(flow);
                 };
-                let ys = first.iter().try_fold(xs.clone(), |h, c| c.forward(&h))?;
-                let shortcut = Pool2d::max(2, 2).forward(&xs)?;
+                let (ys, shortcut) = match &flow {
+                    Activations::Plain(xs) => (first.forward(xs)?, pool.forward(xs)?),
+                    Activations::Bordered(xs) => (
+                        first.forward_from_bordered(xs)?,
+                        pool.forward_from_bordered(xs)?,
+                    ),
+                };
+                let ys = middle.iter().try_fold(ys, |h, c| c.forward(&h))?;
                 Activations::Plain(last.forward_add(&ys, Residual::BeforeActivation(&shortcut))?)
             }
             Block::Separable(pairs) => {
                 let xs = flow.into_bordered()?;
                 let Some((last, first)) = pairs.split_last() else {
-                    return xs.to_tensor();
+                    return Ok(Activations::Bordered(xs));
                 };
                 let ys = first
                     .iter()
@@ -439,7 +447,7 @@ fn run(blocks: &[Block], xs: &Tensor) -> candle_core::Result<Tensor> {
             }
         };
     }
-    flow.into_plain()
+    Ok(flow)
 }
 
 /// One level of the full-range feature pyramid: `relu(top(coarser))` upsampled 2x, plus
@@ -677,16 +685,16 @@ impl BlazeFace {
                 xs.dims()
             );
         }
-        let xs = self.stem.forward(xs)?;
+        let xs = Activations::Plain(self.stem.forward(xs)?);
         match &self.body {
             Body::Short {
                 stage1,
                 stage2,
                 heads,
             } => {
-                let f16 = run(stage1, &xs)?;
-                let f8 = run(stage2, &f16)?;
-                let (r1, c1) = heads[0].forward(&f16)?;
+                let f16 = run(stage1, xs)?;
+                let f8 = run(stage2, f16.clone())?.into_plain()?;
+                let (r1, c1) = heads[0].forward(&f16.into_plain()?)?;
                 let (r2, c2) = heads[1].forward(&f8)?;
                 Ok((Tensor::cat(&[r1, r2], 1)?, Tensor::cat(&[c1, c2], 1)?))
             }
@@ -695,17 +703,19 @@ impl BlazeFace {
                 pyramid,
                 head,
             } => {
-                let f48 = run(&stages[0], &xs)?;
-                let f24 = run(&stages[1], &f48)?;
-                let f12 = run(&stages[2], &f24)?;
-                let mut x = run(&stages[3], &f12)?;
-                for (level, skip) in pyramid.iter().zip([&f12, &f24, &f48]) {
+                // Each stage's output feeds the next stage and, plain, its pyramid level.
+                let f48 = run(&stages[0], xs)?;
+                let f24 = run(&stages[1], f48.clone())?;
+                let f12 = run(&stages[2], f24.clone())?;
+                let mut x = run(&stages[3], f12.clone())?.into_plain()?;
+                for (level, skip) in pyramid.iter().zip([f12, f24, f48]) {
+                    let skip = skip.into_plain()?;
                     let (_, _, h, w) = skip.dims4()?;
                     let top = resize_bilinear(&level.top.forward(&x)?, h, w)?;
-                    x = level
+                    let lateral = level
                         .lateral
-                        .forward_add(skip, Residual::AfterActivation(&top))?;
-                    x = run(&level.blocks, &x)?;
+                        .forward_add(&skip, Residual::AfterActivation(&top))?;
+                    x = run(&level.blocks, Activations::Plain(lateral))?.into_plain()?;
                 }
                 head.forward(&x)
             }
