@@ -791,7 +791,9 @@ impl DirectWeight {
 }
 
 /// A dense convolution of `input` (`[N, C, H, W]`) by a packed `weight` with `bias` (`[O]`, or
-/// empty), the activation and the residual, computed directly: `[N, O, OH, OW]`. Each input
+/// empty), the activation and the residual, computed directly: `[N, O, OH, OW]`, in the
+/// bordered layout of [`BorderedShape`] when `bordered` (for a network's first layer before
+/// layers on bordered activations: no copy to convert its output). Each input
 /// plane of an image is copied once into a zero-padded buffer laid out as the depthwise
 /// kernel lays it out ([`PhaseLayout`]: every tap reads one contiguous run for the whole
 /// plane), then each group of [`DIRECT_CHANNELS`] output channels is computed three vectors of
@@ -807,9 +809,9 @@ pub(crate) fn conv2d_direct(
     g: &Geometry,
     input: &[f32],
     weight: &DirectWeight,
-    bias: &[f32],
-    epilogue: &Epilogue,
+    (bias, epilogue): (&[f32], &Epilogue),
     residual: Option<Residual>,
+    bordered: bool,
 ) -> Option<Vec<f32>> {
     if g.kernel != weight.kernel || g.channels != weight.inputs {
         return None;
@@ -819,7 +821,14 @@ pub(crate) fn conv2d_direct(
     if layout.outputs > 2 * p {
         return None;
     }
-    let (in_len, out_len) = (g.channels * g.in_plane(), outputs * p);
+    let sides = (g.out_height, g.out_width);
+    let rows = if bordered {
+        OutRows::bordered(sides)
+    } else {
+        OutRows::plain(sides)
+    };
+    let op = rows.plane();
+    let (in_len, out_len) = (g.channels * g.in_plane(), outputs * op);
     assert_eq!(
         input.len(),
         g.batch * in_len,
@@ -847,9 +856,9 @@ pub(crate) fn conv2d_direct(
         let share = team_share(image_macs, groups)
             .filter(|_| threaded)
             .unwrap_or(groups);
-        for_each_chunk(dst, share * DIRECT_CHANNELS * p, 1, |task, dst| {
+        for_each_chunk(dst, share * DIRECT_CHANNELS * op, 1, |task, dst| {
             with_scratch(DIRECT_CHANNELS * layout.outputs, |flat| {
-                for (i, dst) in dst.chunks_mut(DIRECT_CHANNELS * p).enumerate() {
+                for (i, dst) in dst.chunks_mut(DIRECT_CHANNELS * op).enumerate() {
                     let group = task * share + i;
                     let task = DirectGroup {
                         sums: DirectSums {
@@ -858,6 +867,7 @@ pub(crate) fn conv2d_direct(
                         },
                         g,
                         cols: layout.cols,
+                        rows,
                         first: group * DIRECT_CHANNELS,
                         image,
                         outputs,
@@ -877,7 +887,7 @@ pub(crate) fn conv2d_direct(
     };
     // SAFETY: the input holds `g.batch` images of `in_len` values (asserted above), so the
     // `g.batch * out_len` outputs split into exactly `g.batch` chunks of `out_len`, one per
-    // image; each image's chunk splits into its groups' `DIRECT_CHANNELS * p` values (the
+    // image; each image's chunk splits into its groups' `DIRECT_CHANNELS * op` values (the
     // last group's fewer), and `DirectGroup::run` writes every value of each.
     Some(unsafe { written(g.batch * out_len, fill) })
 }
@@ -954,11 +964,12 @@ impl DirectSums<'_> {
 }
 
 /// One group of output channels of [`conv2d_direct`]: its sums over the image's padded planes
-/// (pitch `cols`), and what completes its outputs.
+/// (pitch `cols`), where its output planes' rows go, and what completes its outputs.
 struct DirectGroup<'a> {
     sums: DirectSums<'a>,
     g: &'a Geometry,
     cols: usize,
+    rows: OutRows,
     /// The group's first output channel, its image, and the layer's output channels.
     first: usize,
     image: usize,
@@ -969,17 +980,19 @@ struct DirectGroup<'a> {
 }
 
 impl DirectGroup<'_> {
-    /// Computes the group's output planes into `dst` (`[channels][OH * OW]`, as many channels
-    /// as it holds, at most [`DIRECT_CHANNELS`]), every value of it, channel `c` completed by
-    /// its bias, activation and residual; `flat` holds `DIRECT_CHANNELS * outputs` values.
+    /// Computes the group's output planes into `dst` (`[channels][plane]`, planes of `rows`,
+    /// as many channels as it holds, at most [`DIRECT_CHANNELS`]), every value of it, channel
+    /// `c` completed by its bias, activation and residual; `flat` holds `DIRECT_CHANNELS *
+    /// outputs` values.
     #[inline(always)]
     fn run<S: pulp::Simd>(&self, simd: S, dst: &mut [MaybeUninit<f32>], flat: &mut [f32]) {
         let n = self.sums.input.outputs;
         self.sums.run(simd, 0..n, |c, i, sums| {
             flat[c * n + i..c * n + i + sums.len()].copy_from_slice(sums)
         });
-        let (ow, p) = (self.g.out_width, self.g.out_plane());
-        for (c, (plane, values)) in dst.chunks_mut(p).zip(flat.chunks_exact_mut(n)).enumerate() {
+        let (p, rows) = (self.g.out_plane(), self.rows);
+        let planes = dst.chunks_mut(rows.plane()).zip(flat.chunks_exact_mut(n));
+        for (c, (plane, values)) in planes.enumerate() {
             let channel = self.first + c;
             let finish = Finishing {
                 epilogue: self.epilogue,
@@ -989,7 +1002,7 @@ impl DirectGroup<'_> {
                     .residual
                     .and_then(|r| r.plane(self.image * self.outputs + channel, self.outputs, p)),
             };
-            finish.write_plane(values, (self.cols, ow), plane);
+            finish.write_plane(values, self.cols, (plane, rows));
         }
     }
 }
@@ -1819,28 +1832,72 @@ struct Finishing<'a> {
     residual: Option<(&'a [f32], bool)>,
 }
 
+/// Where a kernel writes the `count` rows of `width` values of an output plane: row `y` at
+/// `start + y * pitch`, with zeros before, between and after the rows (a bordered plane's
+/// border; plain rows have none).
+#[derive(Clone, Copy)]
+struct OutRows {
+    start: usize,
+    pitch: usize,
+    count: usize,
+    width: usize,
+}
+
+impl OutRows {
+    /// `height` rows of `width` values, one after the other.
+    fn plain((height, width): (usize, usize)) -> Self {
+        Self {
+            start: 0,
+            pitch: width,
+            count: height,
+            width,
+        }
+    }
+
+    /// The rows of a `height x width` plane in the bordered layout (see [`BorderedShape`]).
+    fn bordered((height, width): (usize, usize)) -> Self {
+        Self {
+            start: width + 3,
+            pitch: width + 2,
+            count: height,
+            width,
+        }
+    }
+
+    /// Values of the plane.
+    fn plane(&self) -> usize {
+        if self.start == 0 {
+            self.count * self.width
+        } else {
+            (self.count + 3) * self.pitch
+        }
+    }
+}
+
 impl Finishing<'_> {
-    /// Completes a plane computed with row pitch `cols` (`values`; the first `ow` of each row
-    /// are outputs, the rest dropped) and writes it into `dst` (rows of `ow`), every row.
+    /// Completes a plane computed with row pitch `cols` (`values`; the first `rows.width` of
+    /// each row are outputs, the rest dropped) and writes it into `dst` (a plane of `rows`),
+    /// every value: the rows, and zeros around them.
     #[inline(always)]
     fn write_plane(
         &self,
         values: &mut [f32],
-        (cols, ow): (usize, usize),
-        dst: &mut [MaybeUninit<f32>],
+        cols: usize,
+        (dst, rows): (&mut [MaybeUninit<f32>], OutRows),
     ) {
-        for (oy, (row, values)) in dst
-            .chunks_exact_mut(ow)
-            .zip(values.chunks_mut(cols))
-            .enumerate()
-        {
+        let (zero, ow) = (MaybeUninit::new(0.), rows.width);
+        dst[..rows.start].fill(zero);
+        for (oy, values) in values.chunks_mut(cols).take(rows.count).enumerate() {
             let values = &mut values[..ow];
             let residual = self
                 .residual
                 .and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
             finish_sum(self.epilogue, self.channel, values, self.bias, residual);
-            row.write_copy_of_slice(values);
+            let at = rows.start + oy * rows.pitch;
+            dst[at..at + ow].write_copy_of_slice(values);
+            dst[at + ow..at + rows.pitch].fill(zero);
         }
+        dst[rows.start + rows.count * rows.pitch..].fill(zero);
     }
 }
 
@@ -1858,7 +1915,8 @@ fn depthwise_plane<const K: usize>(
     let (padded, flat) = scratch.split_at_mut(layout.len);
     layout.fill(g, src, padded);
     depthwise_outputs::<K>(padded, (&layout.taps, ker), flat);
-    finish.write_plane(flat, (layout.cols, g.out_width), dst);
+    let rows = OutRows::plain((g.out_height, g.out_width));
+    finish.write_plane(flat, layout.cols, (dst, rows));
 }
 
 /// The sums of products of a depthwise plane's outputs `flat`: output `i`'s tap `t` (row-major

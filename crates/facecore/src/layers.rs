@@ -538,6 +538,29 @@ impl Conv2d {
         pool.forward_bordered(&self.forward_bordered(xs)?)
     }
 
+    /// This convolution of plain activations, bordered (for layers on [`Bordered`] activations
+    /// after it): a dense convolution that runs on the direct kernel writes its output in the
+    /// bordered layout as it goes; any other is converted after it runs (one copy). Errors as
+    /// [`forward`](Module::forward) does.
+    pub fn forward_to_bordered(&self, xs: &Tensor) -> candle_core::Result<Bordered> {
+        let s = &self.spec;
+        let (n, c, h, w) = xs.dims4()?;
+        if let (Some(direct), true) = (&self.direct, c == s.in_channels && xs.device().is_cpu()) {
+            let pads = self.padding(h, w);
+            let g = window_geometry("convolution", (n, c, h, w), s.kernel, s.stride, pads)?;
+            let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+            let layer = (self.bias_values.as_slice(), &self.epilogue);
+            let out = with_f32_slice(&xs, |input| {
+                kernels::conv2d_direct(&g, input, direct, layer, None, true)
+            })?;
+            if let Some(out) = out {
+                let dims = (n, s.out_channels, g.out_height, g.out_width);
+                return Bordered::from_values(out, dims, xs.device());
+            }
+        }
+        Bordered::new(&self.forward(xs)?)
+    }
+
     /// This convolution of bordered activations, plain (`[N, O, OH, OW]`): a 3x3 depthwise
     /// convolution with stride 2 and TensorFlow's `SAME` padding of even planes (a BlazeBlock's
     /// first layer when it halves the resolution) reads them in place, the border as its
@@ -618,14 +641,8 @@ impl Conv2d {
                         after_activation: r.after_activation(),
                     });
                     if let Some(direct) = &self.direct {
-                        let out = kernels::conv2d_direct(
-                            g,
-                            input,
-                            direct,
-                            &self.bias_values,
-                            &self.epilogue,
-                            residual,
-                        );
+                        let layer = (self.bias_values.as_slice(), &self.epilogue);
+                        let out = kernels::conv2d_direct(g, input, direct, layer, residual, false);
                         if let Some(out) = out {
                             return out;
                         }
@@ -1644,6 +1661,49 @@ mod tests {
         assert!(cases[3].1.forward_from_bordered(&wrong).is_err());
     }
 
+    #[test]
+    fn convolutions_write_bordered_outputs_as_a_copy_would_hold_them() {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let conv = |c: usize, o: usize, k: usize, stride: usize| {
+            let spec = Conv2dSpec::new(c, o, k, stride).with_padding(Padding::Same);
+            Conv2d::from_tensors(r(&[o, c, k, k]), Some(r(&[o])), spec, Activation::Relu).unwrap()
+        };
+        // The stems on the direct kernel (BlazeFace's 3x3 and 5x5, stride 2; odd sizes, a
+        // group and a partial one, a batch), then convolutions that run on a plain copy (a
+        // 1x1, a depthwise one, a plane too small for the direct kernel).
+        let cases = [
+            ((1, 3, 192, 192), conv(3, 32, 3, 2)),
+            ((2, 3, 31, 20), conv(3, 12, 5, 2)),
+            ((1, 4, 9, 7), conv(4, 9, 3, 1)),
+            ((1, 4, 9, 7), conv(4, 6, 1, 1)),
+            ((1, 2, 2, 2), conv(2, 3, 3, 1)),
+            (
+                (1, 5, 8, 8),
+                Conv2d::from_tensors(
+                    r(&[5, 1, 3, 3]),
+                    None,
+                    Conv2dSpec::depthwise(5, 3, 1).with_padding(Padding::Same),
+                    Activation::Identity,
+                )
+                .unwrap(),
+            ),
+        ];
+        for ((n, c, h, w), conv) in &cases {
+            let xs = r(&[*n, *c, *h, *w]);
+            let got = conv.forward_to_bordered(&xs).unwrap();
+            let want = Bordered::new(&conv.forward(&xs).unwrap()).unwrap();
+            assert_eq!(got.dims4(), want.dims4(), "{:?}", conv.spec());
+            assert_eq!(
+                max_abs_diff(&got.values, &want.values),
+                0.,
+                "{:?}",
+                conv.spec()
+            );
+        }
+        assert!(cases[0].1.forward_to_bordered(&r(&[1, 4, 8, 8])).is_err());
+    }
+
     /// Candle's own convolution with the bias and activation applied by candle ops.
     fn candle_reference(conv: &Conv2d, xs: &Tensor) -> Tensor {
         let (h, w) = (xs.dim(2).unwrap(), xs.dim(3).unwrap());
@@ -1765,7 +1825,8 @@ mod tests {
         let run = |(h, w): (usize, usize), channels: usize| {
             let g = Geometry::new((1, channels, h, w), 3, 1, (1, 1, 1, 1)).unwrap();
             let input = vec![1f32; channels * h * w];
-            kernels::conv2d_direct(&g, &input, direct, &[], &Epilogue::Identity, None)
+            let layer = (&[][..], &Epilogue::Identity);
+            kernels::conv2d_direct(&g, &input, direct, layer, None, false)
         };
         assert!(run((12, 12), 4).is_some());
         assert!(run((2, 2), 4).is_none());

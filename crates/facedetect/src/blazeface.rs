@@ -685,7 +685,8 @@ impl BlazeFace {
                 xs.dims()
             );
         }
-        let xs = Activations::Plain(self.stem.forward(xs)?);
+        // The first blocks run on bordered activations: the stem writes them so.
+        let xs = Activations::Bordered(self.stem.forward_to_bordered(xs)?);
         match &self.body {
             Body::Short {
                 stage1,

@@ -576,7 +576,8 @@ impl FaceMeshNet {
 
     /// The network on a batch (of one image, from `forward_raw`).
     fn forward_one(&self, xs: &Tensor) -> candle_core::Result<MeshOutputs> {
-        let stem = Activations::Plain(xs.apply(&self.stem)?);
+        // The first blocks run on bordered activations: the stem writes them so.
+        let stem = Activations::Bordered(self.stem.forward_to_bordered(xs)?);
         let features = self
             .blocks
             .iter()
