@@ -1036,7 +1036,7 @@ pub(crate) fn conv2d_direct_bordered(
         shape.batch * c * plane,
         "conv2d_direct_bordered: input of the wrong size"
     );
-    let taps: [usize; 9] = std::array::from_fn(|t| t / 3 * cols + t % 3);
+    let taps = shape.taps();
     let image_macs = weight.outputs * h * w * c * 9;
     let blocks = outputs / DEPTHWISE_TAIL;
     let share = match split_batch(shape.batch, shape.batch * image_macs) {
@@ -1998,6 +1998,25 @@ impl BorderedShape {
         (self.height + 3) * self.cols()
     }
 
+    /// The offsets of a 3x3 window's taps from its top-left value in a bordered plane,
+    /// row-major (written out: the kernels that call it run inside the vectorised dispatch,
+    /// where a closure that builds the array need not be inlined).
+    #[inline(always)]
+    fn taps(&self) -> [usize; 9] {
+        let cols = self.cols();
+        [
+            0,
+            1,
+            2,
+            cols,
+            cols + 1,
+            cols + 2,
+            2 * cols,
+            2 * cols + 1,
+            2 * cols + 2,
+        ]
+    }
+
     /// Where row `y`, column `x` of a plane lies in its bordered plane (`x` up to `width + 1`,
     /// where the next row's left border follows).
     fn at(&self, y: usize, x: usize) -> usize {
@@ -2185,17 +2204,7 @@ impl SeparableTile<'_> {
         let offset = self.rows.start * cols;
         let depthwise = &mut scratch[..c * count];
         let (kernel, bias, epilogue) = w.depthwise;
-        let taps = [
-            0,
-            1,
-            2,
-            cols,
-            cols + 1,
-            cols + 2,
-            2 * cols,
-            2 * cols + 1,
-            2 * cols + 2,
-        ];
+        let taps = self.shape.taps();
         for (ch, dst) in depthwise.chunks_exact_mut(count).enumerate() {
             // Output (y, x) of the plane sums the taps at bordered (y + ky, x + kx): index
             // y * cols + x + taps[3 * ky + kx]. Computed for every column of the pitch, the
@@ -2519,17 +2528,7 @@ impl HalvingPlane<'_> {
     fn run(&self, dst: &mut [MaybeUninit<f32>], scratch: &mut [f32]) {
         let (cols, w, ow) = (self.shape.cols(), self.shape.width, self.shape.width / 2);
         let (epilogue, channel, bias) = self.finish;
-        let taps = [
-            0,
-            1,
-            2,
-            cols,
-            cols + 1,
-            cols + 2,
-            2 * cols,
-            2 * cols + 1,
-            2 * cols + 2,
-        ];
+        let taps = self.shape.taps();
         let per_run = Self::rows_per_run(self.shape);
         for (first, out) in dst.chunks_mut(per_run * ow).enumerate() {
             // Stride-1 output (y, x) sums bordered (y + ky, x + kx), input (y + ky - 1, x + kx
