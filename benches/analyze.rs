@@ -1,5 +1,6 @@
 //! `FaceAnalyzer::analyze` with the default parts on a 640x480 image holding one face and eight
-//! faces (the astronaut sample pasted onto a gray canvas), at 1 and 2 threads. Run with
+//! faces (the astronaut sample pasted onto a gray canvas), at 1 and 2 threads, and the
+//! analyzer's build from the embedded weights (`analyzer_build`). Run with
 //! `cargo bench --bench analyze`.
 
 use std::time::Duration;
@@ -29,6 +30,11 @@ fn canvas(faces: usize) -> DynamicImage {
 }
 
 fn analyze(c: &mut Criterion) {
+    // Every default model built from the embedded weights (in a process that has built one
+    // before: the first build in a process also pages the weights in).
+    c.bench_function("analyzer_build", |b| {
+        b.iter(|| FaceAnalyzer::builder().build().expect("embedded weights"))
+    });
     let analyzer = FaceAnalyzer::builder().build().expect("embedded weights");
     let mut group = c.benchmark_group("analyze_640x480");
     for faces in [1, 8] {
