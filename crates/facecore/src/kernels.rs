@@ -1540,11 +1540,12 @@ pub(crate) fn resize_bilinear(
         "resize: input of the wrong size"
     );
     let (ys, xs) = (sample_positions(h, oh), sample_positions(w, ow));
+    let doubling = doubles(&xs, w);
     let fill = |out: &mut [MaybeUninit<f32>]| {
         for_each_chunk(out, oh * ow, grain(oh * ow), |i, dst| {
             let src = &input[i * h * w..(i + 1) * h * w];
             with_scratch(h * ow, |rows| {
-                Vectorized::Resize((src, w), (&ys, &xs), rows, dst).run()
+                Vectorized::Resize((src, w), (&ys, &xs, doubling), rows, dst).run()
             })
         });
     };
@@ -1554,16 +1555,16 @@ pub(crate) fn resize_bilinear(
 }
 
 /// One plane of [`resize_bilinear`]: `src` (`h x w`) into `dst` (`oh x ow`, every row
-/// written: `ys` has `oh` taps), `rows` holding `h x ow` values.
+/// written: `ys` has `oh` taps), `rows` holding `h x ow` values; `doubling` when the column
+/// taps `xs` are a 2x upsampling's (see [`doubles`]).
 #[inline(always)]
 fn resize_plane(
     (src, w): (&[f32], usize),
-    (ys, xs): (&[Tap], &[Tap]),
+    (ys, xs, doubling): (&[Tap], &[Tap], bool),
     rows: &mut [f32],
     dst: &mut [MaybeUninit<f32>],
 ) {
     let ow = xs.len();
-    let doubling = doubles(xs, w);
     for (line, out) in src.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
         if doubling {
             double_row(line, out);
@@ -2584,10 +2585,11 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
-    /// One plane of a bilinear resize: `((src, width), (row taps, column taps), rows, dst)`.
+    /// One plane of a bilinear resize: `((src, width), (row taps, column taps, whether the
+    /// columns double), rows, dst)`.
     Resize(
         (&'a [f32], usize),
-        (&'a [Tap], &'a [Tap]),
+        (&'a [Tap], &'a [Tap], bool),
         &'a mut [f32],
         &'a mut [MaybeUninit<f32>],
     ),
