@@ -821,13 +821,8 @@ pub(crate) fn conv2d_direct(
     if layout.outputs > 2 * p {
         return None;
     }
-    let sides = (g.out_height, g.out_width);
-    let rows = if bordered {
-        OutRows::bordered(sides)
-    } else {
-        OutRows::plain(sides)
-    };
-    let op = rows.plane();
+    let rows = OutRows::new((g.out_height, g.out_width), bordered);
+    let op = rows.len;
     let (in_len, out_len) = (g.channels * g.in_plane(), outputs * op);
     assert_eq!(
         input.len(),
@@ -991,7 +986,7 @@ impl DirectGroup<'_> {
             flat[c * n + i..c * n + i + sums.len()].copy_from_slice(sums)
         });
         let (p, rows) = (self.g.out_plane(), self.rows);
-        let planes = dst.chunks_mut(rows.plane()).zip(flat.chunks_exact_mut(n));
+        let planes = dst.chunks_mut(rows.len).zip(flat.chunks_exact_mut(n));
         for (c, (plane, values)) in planes.enumerate() {
             let channel = self.first + c;
             let finish = Finishing {
@@ -1833,44 +1828,43 @@ struct Finishing<'a> {
     residual: Option<(&'a [f32], bool)>,
 }
 
-/// Where a kernel writes the `count` rows of `width` values of an output plane: row `y` at
-/// `start + y * pitch`, with zeros before, between and after the rows (a bordered plane's
-/// border; plain rows have none).
+/// Where a kernel writes the `count` rows of `width` values of an output plane of `len`
+/// values: row `y` at `start + y * pitch`, with zeros before, between and after the rows (a
+/// bordered plane's border; plain rows have none).
 #[derive(Clone, Copy)]
 struct OutRows {
     start: usize,
     pitch: usize,
     count: usize,
     width: usize,
+    len: usize,
 }
 
 impl OutRows {
-    /// `height` rows of `width` values, one after the other.
-    fn plain((height, width): (usize, usize)) -> Self {
+    /// The rows of a `height x width` plane, in the bordered layout (see [`BorderedShape`])
+    /// when `bordered`, else one after the other.
+    fn new((height, width): (usize, usize), bordered: bool) -> Self {
+        if !bordered {
+            return Self {
+                start: 0,
+                pitch: width,
+                count: height,
+                width,
+                len: height * width,
+            };
+        }
+        let shape = BorderedShape {
+            batch: 1,
+            channels: 1,
+            height,
+            width,
+        };
         Self {
-            start: 0,
-            pitch: width,
+            start: shape.at(0, 0),
+            pitch: shape.cols(),
             count: height,
             width,
-        }
-    }
-
-    /// The rows of a `height x width` plane in the bordered layout (see [`BorderedShape`]).
-    fn bordered((height, width): (usize, usize)) -> Self {
-        Self {
-            start: width + 3,
-            pitch: width + 2,
-            count: height,
-            width,
-        }
-    }
-
-    /// Values of the plane.
-    fn plane(&self) -> usize {
-        if self.start == 0 {
-            self.count * self.width
-        } else {
-            (self.count + 3) * self.pitch
+            len: shape.plane(),
         }
     }
 }
@@ -1916,7 +1910,7 @@ fn depthwise_plane<const K: usize>(
     let (padded, flat) = scratch.split_at_mut(layout.len);
     layout.fill(g, src, padded);
     depthwise_outputs::<K>(padded, (&layout.taps, ker), flat);
-    let rows = OutRows::plain((g.out_height, g.out_width));
+    let rows = OutRows::new((g.out_height, g.out_width), false);
     finish.write_plane(flat, layout.cols, (dst, rows));
 }
 
@@ -2391,65 +2385,49 @@ pub(crate) fn pool_bordered(
         h > 0 && w > 0 && h % 2 == 0 && w % 2 == 0 && input.len() == planes * plane,
         "pool_bordered: input of the wrong size"
     );
-    let out = BorderedShape {
-        height: h / 2,
-        width: w / 2,
-        ..*shape
-    };
-    let (oh, ow) = (out.height, out.width);
-    // Where output row `oy` starts, and the plane's values.
-    let (start, out_plane) = if bordered {
-        (out.at(0, 0), out.plane())
-    } else {
-        (0, oh * ow)
-    };
-    let pitch = if bordered { out.cols() } else { ow };
-    let pooling = HalvingPool {
-        shape,
-        start,
-        pitch,
-        max,
-    };
+    let rows = OutRows::new((h / 2, w / 2), bordered);
+    let pooling = HalvingPool { shape, rows, max };
     let fill = |dst: &mut [MaybeUninit<f32>]| {
-        for_each_chunk(dst, out_plane, grain(plane), |i, dst| {
+        for_each_chunk(dst, rows.len, grain(plane), |i, dst| {
             let src = &input[i * plane..(i + 1) * plane];
-            with_scratch(ow, |row| Vectorized::Pool(&pooling, src, dst, row).run())
+            with_scratch(rows.width, |row| {
+                Vectorized::Pool(&pooling, src, dst, row).run()
+            })
         })
     };
-    // SAFETY: the output splits into `planes` chunks of `out_plane` values, one per input plane,
-    // and `HalvingPool::run` writes each whole (see there).
-    unsafe { written(planes * out_plane, fill) }
+    // SAFETY: the output splits into `planes` chunks of `rows.len` values, one per input
+    // plane, and `HalvingPool::run` writes each whole (see there).
+    unsafe { written(planes * rows.len, fill) }
 }
 
-/// The layout of one output plane of [`pool_bordered`]: its first row at `start`, the rows
-/// `pitch` apart (with the border between them when bordered).
+/// One output plane of [`pool_bordered`]: the bordered input's shape, where the output rows
+/// go, and which pooling.
 struct HalvingPool<'a> {
     shape: &'a BorderedShape,
-    start: usize,
-    pitch: usize,
+    rows: OutRows,
     max: bool,
 }
 
 impl HalvingPool<'_> {
     /// Pools the bordered plane `src` into `dst`, all of it: `0..start`, then for each row `oy`
     /// the run `start + oy * pitch..start + (oy + 1) * pitch` (the pooled values, then the
-    /// border when bordered: the plain pitch is the row), then the rest from `start + oh *
-    /// pitch`; `row` holds `W / 2` values.
+    /// border when bordered: the plain pitch is the row), then the rest from `start + count *
+    /// pitch` (see [`OutRows`]); `row` holds `W / 2` values.
     #[inline(always)]
     fn run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], row: &mut [f32]) {
-        let (shape, start, pitch) = (self.shape, self.start, self.pitch);
-        let (w, ow) = (shape.width, shape.width / 2);
+        let (shape, rows) = (self.shape, self.rows);
+        let (w, ow) = (shape.width, rows.width);
         let zero = MaybeUninit::new(0.);
-        dst[..start].fill(zero);
-        for oy in 0..shape.height / 2 {
+        dst[..rows.start].fill(zero);
+        for oy in 0..rows.count {
             let top = &src[shape.at(2 * oy, 0)..shape.at(2 * oy, w)];
             let bottom = &src[shape.at(2 * oy + 1, 0)..shape.at(2 * oy + 1, w)];
             pool_pairs((top, bottom), row, self.max);
-            let at = start + oy * pitch;
+            let at = rows.start + oy * rows.pitch;
             dst[at..at + ow].write_copy_of_slice(row);
-            dst[at + ow..at + pitch].fill(zero);
+            dst[at + ow..at + rows.pitch].fill(zero);
         }
-        dst[start + shape.height / 2 * pitch..].fill(zero);
+        dst[rows.start + rows.count * rows.pitch..].fill(zero);
     }
 }
 

@@ -72,6 +72,12 @@ impl Conv2dSpec {
         )
     }
 
+    /// Whether each channel is convolved alone: as many groups as input and output channels
+    /// (more than one; a single channel counts as dense).
+    fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
+    }
+
     /// Whether each output position reads only its own input position: a 1x1 kernel, stride 1,
     /// no padding (what runs on bordered activations as they lie).
     fn is_positionwise(&self) -> bool {
@@ -569,8 +575,7 @@ impl Conv2d {
     pub fn forward_from_bordered(&self, xs: &Bordered) -> candle_core::Result<Tensor> {
         let s = &self.spec;
         let (n, c, h, w) = xs.dims;
-        let depthwise = s.groups == s.in_channels && s.out_channels == s.in_channels;
-        let halving = depthwise
+        let halving = s.is_depthwise()
             && c == s.in_channels
             && s.kernel == 3
             && s.stride == 2
@@ -631,7 +636,6 @@ impl Conv2d {
         let r = residual
             .map(|r| r.tensor().to_dtype(DType::F32)?.contiguous())
             .transpose()?;
-        let is_depthwise = s.groups > 1 && s.groups == s.in_channels && s.groups == s.out_channels;
         let out = with_f32_slice(&xs, |input| {
             with_f32_slice(&self.weight, |weight| {
                 with_optional_f32_slice(r.as_ref(), |values| {
@@ -647,7 +651,7 @@ impl Conv2d {
                             return out;
                         }
                     }
-                    let depthwise = if is_depthwise {
+                    let depthwise = if s.is_depthwise() {
                         kernels::depthwise(
                             g,
                             input,
