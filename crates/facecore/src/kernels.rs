@@ -454,7 +454,7 @@ fn matmul(
             unsafe {
                 gemm_raw(
                     dst.at(first),
-                    (n, accumulate),
+                    (n, 1, accumulate),
                     lhs,
                     &rhs[first..],
                     (m, width, k),
@@ -477,7 +477,7 @@ fn matmul(
     unsafe {
         gemm_raw(
             dst,
-            (n, accumulate),
+            (n, 1, accumulate),
             lhs,
             rhs,
             (m, n, k),
@@ -485,6 +485,72 @@ fn matmul(
             parallelism,
         )
     }
+}
+
+/// A 1x1 convolution of bordered planes (`shape`) by `weight` (`[O, C]`) with `bias` (`[O]`,
+/// or empty) and the activation, its outputs channels last: `[N, H, W, O]`, each position's
+/// `O` values side by side (a detection head's layout, with no transposing copy). Each part
+/// of an image's rows is one product over the rows' positions, border columns included,
+/// straight into channels-last order in the per-thread scratch, from which the plane's
+/// positions are completed into the output. Panics when `input` does not hold `shape`'s
+/// planes or `weight` is not `outputs x C`.
+pub(crate) fn pointwise_channels_last(
+    shape: &BorderedShape,
+    input: &[f32],
+    weight: &[f32],
+    (outputs, bias, epilogue): (usize, &[f32], &Epilogue),
+) -> Vec<f32> {
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let (plane, cols) = (shape.plane(), shape.cols());
+    assert!(
+        h > 0
+            && w > 0
+            && outputs > 0
+            && input.len() == shape.batch * c * plane
+            && weight.len() == outputs * c,
+        "pointwise_channels_last: an empty plane or a slice of the wrong size"
+    );
+    let (row, image_len) = (w * outputs, h * w * outputs);
+    let share = team_share(outputs * c * h * cols, h).unwrap_or(h).max(1);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let images = input.chunks_exact(c * plane).zip(out.chunks_mut(image_len));
+        for (src, image) in images {
+            for_each_chunk(image, share * row, 1, |part, dst| {
+                let (first, rows) = (part * share, dst.len() / row);
+                with_scratch(rows * cols * outputs, |sums| {
+                    // SAFETY: the product writes `sums[p * outputs + o]` for `o < outputs`, `p
+                    // < rows * cols`: all of `sums`, this thread's own scratch.
+                    unsafe {
+                        gemm_raw(
+                            sums.as_mut_ptr(),
+                            (1, outputs, false),
+                            weight,
+                            &src[shape.at(first, 0)..],
+                            (outputs, rows * cols, c),
+                            plane,
+                            gemm::Parallelism::None,
+                        )
+                    };
+                    let positions = sums.chunks_exact(cols * outputs).zip(dst.chunks_mut(row));
+                    for (sums, dst) in positions {
+                        let sums = sums[..row].chunks_exact(outputs);
+                        for (sums, dst) in sums.zip(dst.chunks_mut(outputs)) {
+                            for (o, (&sum, v)) in sums.iter().zip(dst).enumerate() {
+                                let mut value = sum;
+                                let b = bias.get(o).copied().unwrap_or(0.);
+                                finish_sum(epilogue, o, std::slice::from_mut(&mut value), b, None);
+                                *v = MaybeUninit::new(value);
+                            }
+                        }
+                    }
+                })
+            });
+        }
+    };
+    // SAFETY: the output splits into one chunk of `image_len = h * w * outputs` values per
+    // image (the input holds `batch` images, asserted above), each chunk into parts of whole
+    // rows of `w * outputs`; every part's rows get all of their positions' values.
+    unsafe { written(shape.batch * image_len, fill) }
 }
 
 /// Independent chains of sums over `k` in [`row_product`]: enough to hide the latency of
@@ -550,17 +616,17 @@ impl SharedPtr {
     }
 }
 
-/// `gemm` into `dst` (`m x n`, row stride `dst_rs`), plus its values when `accumulate`, of
-/// `lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`. Panics when `lhs` or `rhs` is
-/// too short for its matrix.
+/// `gemm` into `dst` (`m x n`, row stride `dst_rs`, column stride `dst_cs`), plus its values
+/// when `accumulate`, of `lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`. Panics
+/// when `lhs` or `rhs` is too short for its matrix.
 ///
 /// # Safety
-/// `dst` must be valid for writes (and, when accumulating, reads) of `dst[i * dst_rs + j]` for
-/// every i < m, j < n, its values initialised when accumulating, and no other thread may
-/// access those values during the call.
+/// `dst` must be valid for writes (and, when accumulating, reads) of `dst[i * dst_rs + j *
+/// dst_cs]` for every i < m, j < n, its values initialised when accumulating, and no other
+/// thread may access those values during the call.
 unsafe fn gemm_raw(
     dst: *mut f32,
-    (dst_rs, accumulate): (usize, bool),
+    (dst_rs, dst_cs, accumulate): (usize, usize, bool),
     lhs: &[f32],
     rhs: &[f32],
     (m, n, k): (usize, usize, usize),
@@ -578,9 +644,9 @@ unsafe fn gemm_raw(
     // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
     // the highest index being m * k - 1 < lhs.len(); reads `rhs[l * rhs_rs + j]` for l < k,
     // j < n, the highest being (k - 1) * rhs_rs + n - 1 < rhs.len() (both asserted above);
-    // and writes (and, when accumulating, reads) `dst[i * dst_rs + j]`, which the caller
-    // guarantees valid and unshared. The call returns only once every thread it started is
-    // done. Without `accumulate` (`read_dst` false) `gemm` only writes `dst`, so its values
+    // and writes (and, when accumulating, reads) `dst[i * dst_rs + j * dst_cs]`, which the
+    // caller guarantees valid and unshared. The call returns only once every thread it started
+    // is done. Without `accumulate` (`read_dst` false) `gemm` only writes `dst`, so its values
     // may be uninitialised. The strides fit `isize` because each is at most a slice length.
     unsafe {
         gemm::gemm(
@@ -588,7 +654,7 @@ unsafe fn gemm_raw(
             n,
             k,
             dst,
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
@@ -821,7 +887,7 @@ pub(crate) fn conv2d_direct(
     if layout.outputs > 2 * p {
         return None;
     }
-    let rows = OutRows::new((g.out_height, g.out_width), bordered);
+    let rows = PlaneRows::new((g.out_height, g.out_width), bordered);
     let op = rows.len;
     let (in_len, out_len) = (g.channels * g.in_plane(), outputs * op);
     assert_eq!(
@@ -964,7 +1030,7 @@ struct DirectGroup<'a> {
     sums: DirectSums<'a>,
     g: &'a Geometry,
     cols: usize,
-    rows: OutRows,
+    rows: PlaneRows,
     /// The group's first output channel, its image, and the layer's output channels.
     first: usize,
     image: usize,
@@ -1521,43 +1587,48 @@ fn layer_norm_row(row: &mut [f32], scale: &[f32], offset: &[f32], eps: f32) {
 type Tap = (usize, usize, f32);
 
 /// Bilinear resampling of each of `planes` `h x w` planes of `input` to `oh x ow` (half-pixel
-/// centres): every input row resampled to `ow` columns in the per-thread scratch, then each
-/// output row blended from two of them. `h`, `w`, `oh` and `ow` are non-zero.
+/// centres), in the bordered layout of [`BorderedShape`] when `bordered` (for layers on
+/// bordered activations): every input row resampled to `ow` columns in the per-thread
+/// scratch, then each output row blended from two of them. `h`, `w`, `oh` and `ow` are
+/// non-zero.
 pub(crate) fn resize_bilinear(
     input: &[f32],
     planes: usize,
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
+    bordered: bool,
 ) -> Vec<f32> {
+    let to = PlaneRows::new((oh, ow), bordered);
     assert_eq!(
         input.len(),
         planes * h * w,
         "resize: input of the wrong size"
     );
-    let (ys, xs) = (sample_positions(h, oh), sample_positions(w, ow));
+    let (ys, xs) = (sample_positions(h, to.count), sample_positions(w, to.width));
     let doubling = doubles(&xs, w);
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        for_each_chunk(out, oh * ow, grain(oh * ow), |i, dst| {
+        for_each_chunk(out, to.len, grain(to.len), |i, dst| {
             let src = &input[i * h * w..(i + 1) * h * w];
-            with_scratch(h * ow, |rows| {
-                Vectorized::Resize((src, w), (&ys, &xs, doubling), rows, dst).run()
+            with_scratch(h * to.width, |rows| {
+                Vectorized::Resize((src, w), (&ys, &xs, doubling), rows, (dst, to)).run()
             })
         });
     };
-    // SAFETY: the output's `planes` chunks of `oh * ow` values pair with the input's `planes`
-    // planes of `h * w` (asserted above), and `resize_plane` writes every row of its chunk.
-    unsafe { written(planes * oh * ow, fill) }
+    // SAFETY: the output's `planes` chunks of `to.len` values pair with the input's `planes`
+    // planes of `h * w` (asserted above), and `resize_plane` writes every value of its chunk.
+    unsafe { written(planes * to.len, fill) }
 }
 
-/// One plane of [`resize_bilinear`]: `src` (`h x w`) into `dst` (`oh x ow`, every row
-/// written: `ys` has `oh` taps), `rows` holding `h x ow` values; `doubling` when the column
-/// taps `xs` are a 2x upsampling's (see [`doubles`]).
+/// One plane of [`resize_bilinear`]: `src` (`h x w`) into `dst` (a plane of `to`, every value
+/// written: `ys` has `to.count` taps, and the zeros around the rows), `rows` holding `h x
+/// to.width` values; `doubling` when the column taps `xs` are a 2x upsampling's (see
+/// [`doubles`]).
 #[inline(always)]
 fn resize_plane(
     (src, w): (&[f32], usize),
     (ys, xs, doubling): (&[Tap], &[Tap], bool),
     rows: &mut [f32],
-    dst: &mut [MaybeUninit<f32>],
+    (dst, to): (&mut [MaybeUninit<f32>], PlaneRows),
 ) {
     let ow = xs.len();
     for (line, out) in src.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
@@ -1569,12 +1640,17 @@ fn resize_plane(
             *v = line[x0] * (1. - t) + line[x1] * t;
         }
     }
-    for (out, &(y0, y1, t)) in dst.chunks_exact_mut(ow).zip(ys) {
+    let zero = MaybeUninit::new(0.);
+    dst[..to.start].fill(zero);
+    for (oy, &(y0, y1, t)) in ys.iter().enumerate() {
+        let at = to.start + oy * to.pitch;
         let (top, bottom) = (&rows[y0 * ow..][..ow], &rows[y1 * ow..][..ow]);
-        for ((v, a), b) in out.iter_mut().zip(top).zip(bottom) {
+        for ((v, a), b) in dst[at..at + ow].iter_mut().zip(top).zip(bottom) {
             *v = MaybeUninit::new(a * (1. - t) + b * t);
         }
+        dst[at + ow..at + to.pitch].fill(zero);
     }
+    dst[to.start + to.count * to.pitch..].fill(zero);
 }
 
 /// Whether `xs` are the column taps of a 2x upsampling of `w` columns (`w >= 2`), with the
@@ -1828,11 +1904,11 @@ struct Finishing<'a> {
     residual: Option<(&'a [f32], bool)>,
 }
 
-/// Where a kernel writes the `count` rows of `width` values of an output plane of `len`
-/// values: row `y` at `start + y * pitch`, with zeros before, between and after the rows (a
-/// bordered plane's border; plain rows have none).
+/// Where the `count` rows of `width` values of a plane of `len` values lie: row `y` at
+/// `start + y * pitch`, with zeros before, between and after the rows when a kernel writes the
+/// plane (a bordered plane's border; plain rows have none).
 #[derive(Clone, Copy)]
-struct OutRows {
+struct PlaneRows {
     start: usize,
     pitch: usize,
     count: usize,
@@ -1840,7 +1916,7 @@ struct OutRows {
     len: usize,
 }
 
-impl OutRows {
+impl PlaneRows {
     /// The rows of a `height x width` plane, in the bordered layout (see [`BorderedShape`])
     /// when `bordered`, else one after the other.
     fn new((height, width): (usize, usize), bordered: bool) -> Self {
@@ -1878,7 +1954,7 @@ impl Finishing<'_> {
         &self,
         values: &mut [f32],
         cols: usize,
-        (dst, rows): (&mut [MaybeUninit<f32>], OutRows),
+        (dst, rows): (&mut [MaybeUninit<f32>], PlaneRows),
     ) {
         let (zero, ow) = (MaybeUninit::new(0.), rows.width);
         dst[..rows.start].fill(zero);
@@ -1910,7 +1986,7 @@ fn depthwise_plane<const K: usize>(
     let (padded, flat) = scratch.split_at_mut(layout.len);
     layout.fill(g, src, padded);
     depthwise_outputs::<K>(padded, (&layout.taps, ker), flat);
-    let rows = OutRows::new((g.out_height, g.out_width), false);
+    let rows = PlaneRows::new((g.out_height, g.out_width), false);
     finish.write_plane(flat, layout.cols, (dst, rows));
 }
 
@@ -2222,7 +2298,7 @@ impl SeparableTile<'_> {
         unsafe {
             gemm_raw(
                 out.at(image + start),
-                (plane, false),
+                (plane, 1, false),
                 kernel,
                 depthwise,
                 (o, count, c),
@@ -2385,7 +2461,7 @@ pub(crate) fn pool_bordered(
         h > 0 && w > 0 && h % 2 == 0 && w % 2 == 0 && input.len() == planes * plane,
         "pool_bordered: input of the wrong size"
     );
-    let rows = OutRows::new((h / 2, w / 2), bordered);
+    let rows = PlaneRows::new((h / 2, w / 2), bordered);
     let pooling = HalvingPool { shape, rows, max };
     let fill = |dst: &mut [MaybeUninit<f32>]| {
         for_each_chunk(dst, rows.len, grain(plane), |i, dst| {
@@ -2404,7 +2480,7 @@ pub(crate) fn pool_bordered(
 /// go, and which pooling.
 struct HalvingPool<'a> {
     shape: &'a BorderedShape,
-    rows: OutRows,
+    rows: PlaneRows,
     max: bool,
 }
 
@@ -2412,7 +2488,7 @@ impl HalvingPool<'_> {
     /// Pools the bordered plane `src` into `dst`, all of it: `0..start`, then for each row `oy`
     /// the run `start + oy * pitch..start + (oy + 1) * pitch` (the pooled values, then the
     /// border when bordered: the plain pitch is the row), then the rest from `start + count *
-    /// pitch` (see [`OutRows`]); `row` holds `W / 2` values.
+    /// pitch` (see [`PlaneRows`]); `row` holds `W / 2` values.
     #[inline(always)]
     fn run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], row: &mut [f32]) {
         let (shape, rows) = (self.shape, self.rows);
@@ -2564,12 +2640,12 @@ enum Vectorized<'a> {
         &'a mut [f32],
     ),
     /// One plane of a bilinear resize: `((src, width), (row taps, column taps, whether the
-    /// columns double), rows, dst)`.
+    /// columns double), rows, (dst, its rows))`.
     Resize(
         (&'a [f32], usize),
         (&'a [Tap], &'a [Tap], bool),
         &'a mut [f32],
-        &'a mut [MaybeUninit<f32>],
+        (&'a mut [MaybeUninit<f32>], PlaneRows),
     ),
     /// The im2col rows of one input plane: `(geometry, plane, rows)`.
     Im2col(&'a Geometry, &'a [f32], &'a mut [f32]),

@@ -194,17 +194,26 @@ impl Activation {
 ///
 /// The tensor is `[N, C', OH, OW]`, the convolution output's shape except that `C'` may be
 /// smaller than its channels: the further channels get nothing added (the zero-padded
-/// shortcuts of BlazeFace and FaceMesh).
-#[derive(Debug, Clone, Copy)]
-pub enum Residual<'a> {
+/// shortcuts of BlazeFace and FaceMesh). A [`Tensor`] for [`Conv2d::forward_add`], [`Bordered`]
+/// activations for [`Conv2d::forward_bordered_add`].
+#[derive(Debug)]
+pub enum Residual<'a, T = Tensor> {
     /// `activation(conv(x) + r)`.
-    BeforeActivation(&'a Tensor),
+    BeforeActivation(&'a T),
     /// `activation(conv(x)) + r`.
-    AfterActivation(&'a Tensor),
+    AfterActivation(&'a T),
 }
 
-impl<'a> Residual<'a> {
-    fn tensor(&self) -> &'a Tensor {
+impl<T> Clone for Residual<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Residual<'_, T> {}
+
+impl<'a, T> Residual<'a, T> {
+    fn value(&self) -> &'a T {
         match self {
             Self::BeforeActivation(t) | Self::AfterActivation(t) => t,
         }
@@ -212,6 +221,14 @@ impl<'a> Residual<'a> {
 
     fn after_activation(&self) -> bool {
         matches!(self, Self::AfterActivation(_))
+    }
+
+    /// The same kind of residual, of `value`.
+    fn with<U>(&self, value: &'a U) -> Residual<'a, U> {
+        match self {
+            Self::BeforeActivation(_) => Residual::BeforeActivation(value),
+            Self::AfterActivation(_) => Residual::AfterActivation(value),
+        }
     }
 }
 
@@ -417,7 +434,7 @@ impl Conv2d {
         let Some(residual) = residual else {
             return self.activation.apply_candle(&ys);
         };
-        let r = residual.tensor();
+        let r = residual.value();
         let r = r.pad_with_zeros(1, 0, s.out_channels - r.dim(1)?)?;
         if residual.after_activation() {
             self.activation.apply_candle(&ys)? + r
@@ -447,11 +464,11 @@ impl Conv2d {
         let pads = self.padding(h, w);
         let g = window_geometry("convolution", (n, c, h, w), s.kernel, s.stride, pads)?;
         if let Some(r) = residual {
-            let (rn, rc, rh, rw) = r.tensor().dims4()?;
+            let (rn, rc, rh, rw) = r.value().dims4()?;
             if rn != n || rc > s.out_channels || (rh, rw) != (g.out_height, g.out_width) {
                 candle_core::bail!(
                     "residual of shape {:?} does not fit a convolution output of [{n}, {}, {}, {}]",
-                    r.tensor().dims(),
+                    r.value().dims(),
                     s.out_channels,
                     g.out_height,
                     g.out_width
@@ -475,23 +492,65 @@ impl Conv2d {
     /// (the direct kernel, with no padded copy) and writes the next border as it goes. Other
     /// convolutions run on a plain copy. Errors when `xs` has the wrong channels.
     pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
-        let s = &self.spec;
-        let (n, c, h, w) = xs.dims;
-        if c != s.in_channels {
+        self.bordered(xs, None)
+    }
+
+    /// `activation(conv(xs))` with `residual` (bordered activations of the output's batch,
+    /// height and width, with at most its channels) added before or after the activation, on
+    /// bordered activations: a 1x1 convolution adds it in the same pass over its output, as
+    /// [`forward_bordered`](Self::forward_bordered) runs it; any other convolution runs
+    /// [`forward_add`](Self::forward_add) on plain copies. Errors when `xs` has the wrong
+    /// channels or `residual` does not fit the output.
+    pub fn forward_bordered_add(
+        &self,
+        xs: &Bordered,
+        residual: Residual<'_, Bordered>,
+    ) -> candle_core::Result<Bordered> {
+        self.bordered(xs, Some(residual))
+    }
+
+    /// Errors unless bordered activations of `dims` (`(N, C, H, W)`) have this convolution's
+    /// input channels.
+    fn check_input(&self, (n, c, h, w): (usize, usize, usize, usize)) -> candle_core::Result<()> {
+        if c != self.spec.in_channels {
             candle_core::bail!(
                 "convolution expects {} input channels, got [{n}, {c}, {h}, {w}]",
-                s.in_channels
+                self.spec.in_channels
             );
         }
+        Ok(())
+    }
+
+    /// The convolution of bordered activations, with the residual when there is one.
+    fn bordered(
+        &self,
+        xs: &Bordered,
+        residual: Option<Residual<'_, Bordered>>,
+    ) -> candle_core::Result<Bordered> {
+        let s = &self.spec;
+        self.check_input(xs.dims)?;
+        let (n, c, h, w) = xs.dims;
         let dims = (n, s.out_channels, h, w);
+        if let Some(r) = residual {
+            let (rn, rc, rh, rw) = r.value().dims;
+            if rn != n || rc > s.out_channels || (rh, rw) != (h, w) {
+                candle_core::bail!(
+                    "residual of shape [{rn}, {rc}, {rh}, {rw}] does not fit a convolution output of [{n}, {}, {h}, {w}]",
+                    s.out_channels
+                );
+            }
+        }
+        let on_cpu = xs.on_cpu() && residual.is_none_or(|r| r.value().on_cpu());
         let out = match &self.direct {
-            _ if !xs.on_cpu() => None,
+            _ if !on_cpu => None,
             _ if s.is_positionwise() => {
                 let g = window_geometry("convolution", (n, c, h + 3, w + 2), 1, 1, (0, 0, 0, 0))?;
-                let mut out = self.run_cpu(&xs.values, &g, None)?;
+                let residual = residual.map(|r| r.with(&r.value().values));
+                let mut out = self.run_cpu(&xs.values, &g, residual)?;
                 kernels::clear_border(&Bordered::shape_of(dims), &mut out);
                 Some(out)
             }
+            Some(_) if residual.is_some() => None,
             Some(direct) if self.is_same_3x3((h, w)) => with_f32_slice(&xs.values, |input| {
                 let shape = Bordered::shape_of(xs.dims);
                 let (bias, epilogue) = (&self.bias_values, &self.epilogue);
@@ -507,10 +566,40 @@ impl Conv2d {
             })?,
             _ => None,
         };
-        match out {
-            Some(out) => Bordered::from_values(out, dims, xs.values.device()),
-            None => Bordered::new(&self.forward(&xs.to_tensor()?)?),
+        match (out, residual) {
+            (Some(out), _) => Bordered::from_values(out, dims, xs.values.device()),
+            (None, None) => Bordered::new(&self.forward(&xs.to_tensor()?)?),
+            (None, Some(r)) => {
+                let plain = r.value().to_tensor()?;
+                Bordered::new(&self.forward_add(&xs.to_tensor()?, r.with(&plain))?)
+            }
         }
+    }
+
+    /// This convolution of bordered activations with its outputs channels last: `[N, H, W,
+    /// O]`, each position's outputs side by side (a detection head's layout, with no
+    /// transposing copy after it). A 1x1 convolution runs as one product per part of the
+    /// image's rows, straight into that order; any other convolution, or activations not on
+    /// the CPU, runs [`forward`](Module::forward) on a plain copy, then is permuted. Errors when
+    /// `xs` has the wrong channels.
+    pub fn forward_channels_last(&self, xs: &Bordered) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        self.check_input(xs.dims)?;
+        if !xs.on_cpu() || !s.is_positionwise() || s.groups != 1 {
+            return self
+                .forward(&xs.to_tensor()?)?
+                .permute((0, 2, 3, 1))?
+                .contiguous();
+        }
+        let (n, _, h, w) = xs.dims;
+        let shape = Bordered::shape_of(xs.dims);
+        let layer = (s.out_channels, self.bias_values.as_slice(), &self.epilogue);
+        let out = with_f32_slice(&xs.values, |input| {
+            with_f32_slice(&self.weight, |weight| {
+                kernels::pointwise_channels_last(&shape, input, weight, layer)
+            })
+        })??;
+        Tensor::from_vec(out, (n, h, w, s.out_channels), xs.values.device())
     }
 
     /// This convolution then `pool`, on bordered activations: one layer where the convolution
@@ -634,14 +723,14 @@ impl Conv2d {
         let s = &self.spec;
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
         let r = residual
-            .map(|r| r.tensor().to_dtype(DType::F32)?.contiguous())
+            .map(|r| r.value().to_dtype(DType::F32)?.contiguous())
             .transpose()?;
         let out = with_f32_slice(&xs, |input| {
             with_f32_slice(&self.weight, |weight| {
                 with_optional_f32_slice(r.as_ref(), |values| {
                     let residual = values.zip(residual).map(|(values, r)| kernels::Residual {
                         values,
-                        channels: r.tensor().dims()[1],
+                        channels: r.value().dims()[1],
                         after_activation: r.after_activation(),
                     });
                     if let Some(direct) = &self.direct {
@@ -1228,9 +1317,28 @@ pub fn resize_bilinear(xs: &Tensor, height: usize, width: usize) -> candle_core:
     }
     let xs = xs.to_dtype(DType::F32)?.contiguous()?;
     let out = with_f32_slice(&xs, |values| {
-        kernels::resize_bilinear(values, n * c, (h, w), (height, width))
+        kernels::resize_bilinear(values, n * c, (h, w), (height, width), false)
     })?;
     Tensor::from_vec(out, (n, c, height, width), xs.device())
+}
+
+/// [`resize_bilinear`] with its output bordered (for layers on [`Bordered`] activations after
+/// it): on the CPU the resize writes the bordered layout as it goes, with no copy to convert
+/// it. Errors as `resize_bilinear` does.
+pub fn resize_bilinear_bordered(
+    xs: &Tensor,
+    height: usize,
+    width: usize,
+) -> candle_core::Result<Bordered> {
+    let (n, c, h, w) = xs.dims4()?;
+    if h == 0 || w == 0 || height == 0 || width == 0 || !xs.device().is_cpu() {
+        return Bordered::new(&resize_bilinear(xs, height, width)?);
+    }
+    let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+    let out = with_f32_slice(&xs, |values| {
+        kernels::resize_bilinear(values, n * c, (h, w), (height, width), true)
+    })?;
+    Bordered::from_values(out, (n, c, height, width), xs.device())
 }
 
 /// The kind of a [`Pool2d`].
@@ -1606,16 +1714,97 @@ mod tests {
     }
 
     #[test]
+    fn pyramid_layers_on_bordered_activations_match_plain_ones() {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+        let slopes = |o: usize| Activation::PRelu(r(&[o]).affine(0.1, 0.).unwrap());
+        let conv = |c: usize, o: usize, k: usize, act: Activation| {
+            let spec = Conv2dSpec::new(c, o, k, 1).with_padding(Padding::Same);
+            Conv2d::from_tensors(r(&[o, c, k, k]), Some(r(&[o])), spec, act).unwrap()
+        };
+        // 1x1 convolutions (BlazeFace's lateral and head layers: one pixel, one row, odd
+        // sizes, a batch, one output channel, per-channel slopes), then a 3x3 one, which runs
+        // on plain copies; residuals before and after the activation, one with fewer channels.
+        let cases = [
+            ((1, 3, 1, 1), conv(3, 5, 1, Activation::Relu)),
+            ((1, 4, 1, 9), conv(4, 1, 1, Activation::Identity)),
+            ((2, 6, 7, 5), conv(6, 16, 1, slopes(16))),
+            ((1, 64, 48, 48), conv(64, 48, 1, Activation::Relu)),
+            ((1, 4, 6, 7), conv(4, 6, 3, Activation::Relu)),
+        ];
+        for ((n, c, h, w), conv) in &cases {
+            let (n, c, h, w) = (*n, *c, *h, *w);
+            let o = conv.spec().out_channels;
+            let xs = r(&[n, c, h, w]);
+            let bordered = Bordered::new(&xs).unwrap();
+            let name = format!("{:?} on {:?}", conv.spec(), xs.dims());
+            for rc in [o, o.div_ceil(2)] {
+                let top = r(&[n, rc, h, w]);
+                let top_bordered = Bordered::new(&top).unwrap();
+                for after in [false, true] {
+                    let (plain, residual) = match after {
+                        true => (
+                            Residual::AfterActivation(&top),
+                            Residual::AfterActivation(&top_bordered),
+                        ),
+                        false => (
+                            Residual::BeforeActivation(&top),
+                            Residual::BeforeActivation(&top_bordered),
+                        ),
+                    };
+                    let got = conv.forward_bordered_add(&bordered, residual).unwrap();
+                    let want = Bordered::new(&conv.forward_add(&xs, plain).unwrap()).unwrap();
+                    assert_eq!(got.dims4(), want.dims4(), "{name}");
+                    // The border is zero, as a fresh copy of the output has it.
+                    let err = relative_error(&got.values, &want.values);
+                    assert!(err < 1e-5, "{name}, residual of {rc}, after {after}: {err}");
+                }
+            }
+            let got = conv.forward_channels_last(&bordered).unwrap();
+            let want = conv.forward(&xs).unwrap().permute((0, 2, 3, 1)).unwrap();
+            assert_eq!(got.dims(), [n, h, w, o], "{name}");
+            let err = relative_error(&got, &want.contiguous().unwrap());
+            assert!(err < 1e-5, "{name} channels last: {err}");
+            // Misfits: input channels, a residual's channels, sides or batch.
+            let wrong = Bordered::new(&r(&[n, c + 1, h, w])).unwrap();
+            assert!(conv.forward_channels_last(&wrong).is_err(), "{name}");
+            for shape in [[n, o + 1, h, w], [n, o, h + 1, w], [n + 1, o, h, w]] {
+                let misfit = Bordered::new(&r(&shape)).unwrap();
+                let residual = Residual::AfterActivation(&misfit);
+                assert!(conv.forward_bordered_add(&bordered, residual).is_err());
+                assert!(conv.forward_bordered_add(&wrong, residual).is_err());
+            }
+        }
+        // The resize writes its bordered output exactly as a copy of the plain one holds it:
+        // 2x upsamplings (BlazeFace's pyramid), other ratios, one pixel.
+        for ((n, c, h, w), (oh, ow)) in [
+            ((1, 96, 6, 6), (12, 12)),
+            ((2, 3, 24, 24), (48, 48)),
+            ((1, 2, 5, 7), (3, 11)),
+            ((1, 1, 1, 1), (2, 3)),
+        ] {
+            let xs = r(&[n, c, h, w]);
+            let got = resize_bilinear_bordered(&xs, oh, ow).unwrap();
+            let want = Bordered::new(&resize_bilinear(&xs, oh, ow).unwrap()).unwrap();
+            assert_eq!(got.dims4(), want.dims4());
+            assert_eq!(
+                bits(&got.values),
+                bits(&want.values),
+                "{h}x{w} to {oh}x{ow}"
+            );
+        }
+        let xs = r(&[1, 2, 3, 3]);
+        assert!(resize_bilinear_bordered(&xs, 0, 4).is_err());
+        assert!(resize_bilinear_bordered(&xs.flatten_all().unwrap(), 2, 2).is_err());
+    }
+
+    #[test]
     fn halving_layers_read_bordered_planes_as_plain_ones_compute() {
         let dev = Device::Cpu;
         let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
         let depthwise = |c: usize, k: usize, stride: usize, act: Activation| {
             let spec = Conv2dSpec::depthwise(c, k, stride).with_padding(Padding::Same);
             Conv2d::from_tensors(r(&[c, 1, k, k]), Some(r(&[c])), spec, act).unwrap()
-        };
-        let bits = |t: &Tensor| -> Vec<u32> {
-            let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            values.into_iter().map(f32::to_bits).collect()
         };
         // In place: the 3x3 stride-2 depthwise of even planes (one row per run at 98 wide,
         // with a 64- and a 16-block and single outputs; several rows per run, their last run
@@ -1706,6 +1895,12 @@ mod tests {
             );
         }
         assert!(cases[0].1.forward_to_bordered(&r(&[1, 4, 8, 8])).is_err());
+    }
+
+    /// The bits of `t`'s values, for comparisons that must be exact.
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        values.into_iter().map(f32::to_bits).collect()
     }
 
     /// Candle's own convolution with the bias and activation applied by candle ops.
@@ -2428,6 +2623,26 @@ mod tests {
                 Box::new(|| average.forward_bordered(&bordered).unwrap().values),
             ),
             ("resize", Box::new(|| resize_bilinear(&xs, 57, 31).unwrap())),
+            (
+                "resize bordered",
+                Box::new(|| resize_bilinear_bordered(&xs, 57, 31).unwrap().values),
+            ),
+            (
+                "1x1 channels last",
+                Box::new(|| pointwise.forward_channels_last(&bordered).unwrap()),
+            ),
+            (
+                "1x1 channels last, batch 1",
+                Box::new(|| pointwise.forward_channels_last(&one_bordered).unwrap()),
+            ),
+            (
+                "1x1 bordered with a residual",
+                Box::new(|| {
+                    let residual = Residual::BeforeActivation(&bordered);
+                    let ys = pointwise.forward_bordered_add(&bordered, residual);
+                    ys.unwrap().values
+                }),
+            ),
             (
                 "sum",
                 Box::new(|| Activation::Relu.apply_sum(&xs, &other).unwrap()),

@@ -50,8 +50,8 @@ use candle_nn::VarBuilder;
 use facecore::geometry::{BBox, Point};
 use facecore::image::{image_to_tensor, InputTransform, Normalization, Resize};
 use facecore::layers::{
-    resize_bilinear, Activation, Activations, Conv2d, Conv2dSpec, Padding, Pool2d, Residual,
-    Separable,
+    resize_bilinear_bordered, Activation, Activations, Bordered, Conv2d, Conv2dSpec, Padding,
+    Pool2d, Residual, Separable,
 };
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
@@ -480,15 +480,13 @@ impl Head {
         })
     }
 
-    /// `(regressors [N, H*W*A, 16], logits [N, H*W*A, 1])`, in TFLite's NHWC order.
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let flat = |t: Tensor, per: usize| -> candle_core::Result<Tensor> {
-            let n = t.dim(0)?;
-            t.permute((0, 2, 3, 1))?.reshape((n, (), per))
-        };
+    /// `(regressors [N, H*W*A, 16], logits [N, H*W*A, 1])`, in TFLite's NHWC order (the
+    /// convolutions write their outputs channels last).
+    fn forward(&self, xs: &Bordered) -> candle_core::Result<(Tensor, Tensor)> {
+        let n = xs.dims4().0;
         Ok((
-            flat(self.regressor.forward(xs)?, NUM_COORDS)?,
-            flat(self.classifier.forward(xs)?, 1)?,
+            (self.regressor.forward_channels_last(xs)?).reshape((n, (), NUM_COORDS))?,
+            (self.classifier.forward_channels_last(xs)?).reshape((n, (), 1))?,
         ))
     }
 }
@@ -694,8 +692,8 @@ impl BlazeFace {
                 heads,
             } => {
                 let f16 = run(stage1, xs)?;
-                let f8 = run(stage2, f16.clone())?.into_plain()?;
-                let (r1, c1) = heads[0].forward(&f16.into_plain()?)?;
+                let f8 = run(stage2, f16.clone())?.into_bordered()?;
+                let (r1, c1) = heads[0].forward(&f16.into_bordered()?)?;
                 let (r2, c2) = heads[1].forward(&f8)?;
                 Ok((Tensor::cat(&[r1, r2], 1)?, Tensor::cat(&[c1, c2], 1)?))
             }
@@ -704,21 +702,24 @@ impl BlazeFace {
                 pyramid,
                 head,
             } => {
-                // Each stage's output feeds the next stage and, plain, its pyramid level.
+                // Each stage's output feeds the next stage and its pyramid level, whose
+                // lateral convolution, upsampled top and blocks all run on bordered
+                // activations.
                 let f48 = run(&stages[0], xs)?;
                 let f24 = run(&stages[1], f48.clone())?;
                 let f12 = run(&stages[2], f24.clone())?;
-                let mut x = run(&stages[3], f12.clone())?.into_plain()?;
+                let mut x = run(&stages[3], f12.clone())?;
                 for (level, skip) in pyramid.iter().zip([f12, f24, f48]) {
-                    let skip = skip.into_plain()?;
-                    let (_, _, h, w) = skip.dims4()?;
-                    let top = resize_bilinear(&level.top.forward(&x)?, h, w)?;
+                    let skip = skip.into_bordered()?;
+                    let (_, _, h, w) = skip.dims4();
+                    let top = level.top.forward(&x.into_plain()?)?;
+                    let top = resize_bilinear_bordered(&top, h, w)?;
                     let lateral = level
                         .lateral
-                        .forward_add(&skip, Residual::AfterActivation(&top))?;
-                    x = run(&level.blocks, Activations::Plain(lateral))?.into_plain()?;
+                        .forward_bordered_add(&skip, Residual::AfterActivation(&top))?;
+                    x = run(&level.blocks, Activations::Bordered(lateral))?;
                 }
-                head.forward(&x)
+                head.forward(&x.into_bordered()?)
             }
         }
     }
