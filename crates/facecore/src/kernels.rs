@@ -2542,6 +2542,11 @@ pub(crate) fn depthwise_halving(
                 kernel: &kernel[channel * 9..channel * 9 + 9],
                 finish: (epilogue, channel, bias.get(channel).copied().unwrap_or(0.)),
             };
+            #[cfg(target_arch = "x86_64")]
+            if let Some(simd) = pulp::x86::V4::try_new() {
+                let len = ow.next_multiple_of(V4_LANES);
+                return with_scratch(len, |row| simd.vectorize(|| task.run_v4(simd, dst, row)));
+            }
             with_scratch(HalvingPlane::scratch(shape), |scratch| {
                 Vectorized::Halving(&task, dst, scratch).run()
             })
@@ -2609,6 +2614,105 @@ impl HalvingPlane<'_> {
             }
         }
     }
+}
+
+/// Lanes of an AVX-512 vector of `f32`.
+#[cfg(target_arch = "x86_64")]
+const V4_LANES: usize = 16;
+
+/// Input values one block of [`HalvingPlane::run_v4`]'s outputs reads from each input row.
+#[cfg(target_arch = "x86_64")]
+const V4_HALVING_READ: usize = 2 * V4_LANES + 2;
+
+#[cfg(target_arch = "x86_64")]
+impl HalvingPlane<'_> {
+    /// [`run`](Self::run) on AVX-512 (the sums in the same order, so the same values): each
+    /// output row summed straight from the three input rows it reads, 16 outputs at a time,
+    /// each tap's every other input value gathered from two vectors of the row by one
+    /// permutation (no stride-1 outputs to drop); `row` holds `W / 2` values rounded up to a
+    /// whole vector.
+    #[inline(always)]
+    fn run_v4(&self, simd: pulp::x86::V4, dst: &mut [MaybeUninit<f32>], row: &mut [f32]) {
+        let avx = simd.avx512f;
+        let (shape, ow) = (self.shape, self.shape.width / 2);
+        let (epilogue, channel, bias) = self.finish;
+        let weights = std::array::from_fn(|t| avx._mm512_set1_ps(self.kernel[t]));
+        let (full, tail) = (ow / V4_LANES, ow % V4_LANES);
+        let (row, _) = row[..ow.next_multiple_of(V4_LANES)].as_chunks_mut::<V4_LANES>();
+        // A partial last block reads its rows' values in place when the last input row's
+        // read stays inside the plane (the lanes past the row's outputs reading values of the
+        // next rows, and dropped), else from zero-padded copies (as many values in every row,
+        // so the zeros after them stay).
+        let last = 2 * full * V4_LANES;
+        let in_place = shape.at(shape.height, last) + V4_HALVING_READ <= shape.plane();
+        let mut padded = [[0f32; V4_HALVING_READ]; 3];
+        for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+            // Output (oy, ox) reads input (2 oy + ky, 2 ox + kx), input row H and column W
+            // being the bordered plane's zeros: a block's outputs from `ox` on read the
+            // columns from 2 ox to 2 ox + 33 of each of its three input rows, a full block's
+            // up to W + 1 (the next row's left border), inside the plane even for input row H.
+            let lines: [usize; 3] = std::array::from_fn(|ky| shape.at(2 * oy + ky, 0));
+            for (block, sums) in row[..full].iter_mut().enumerate() {
+                let first = 2 * block * V4_LANES;
+                let rows = lines.map(|at| &self.src[at + first..at + first + V4_HALVING_READ]);
+                *sums = pulp::cast(halving_block(simd, rows, &weights));
+            }
+            if tail > 0 {
+                let rows = match in_place {
+                    true => lines.map(|at| &self.src[at + last..at + last + V4_HALVING_READ]),
+                    false => {
+                        for (copy, &at) in padded.iter_mut().zip(&lines) {
+                            let len = 2 * tail + 2;
+                            copy[..len].copy_from_slice(&self.src[at + last..at + last + len]);
+                        }
+                        [&padded[0][..], &padded[1][..], &padded[2][..]]
+                    }
+                };
+                row[full] = pulp::cast(halving_block(simd, rows, &weights));
+            }
+            let row = &mut row.as_flattened_mut()[..ow];
+            finish_sum(epilogue, channel, row, bias, None);
+            out.write_copy_of_slice(row);
+        }
+    }
+}
+
+/// The sums of 16 outputs of a stride-2 3x3 depthwise convolution on AVX-512: `rows[ky]` holds
+/// the [`V4_HALVING_READ`] input values from column `2 ox` of the outputs' input row `ky`, so
+/// that output `ox + i` sums tap `(ky, kx)` from value `2 i + kx`, taps in row-major order from
+/// zero, each a fused multiply-add by its broadcast weight in `weights`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn halving_block(
+    simd: pulp::x86::V4,
+    rows: [&[f32]; 3],
+    weights: &[std::arch::x86_64::__m512; 9],
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::{__m512, __m512i};
+    let avx = simd.avx512f;
+    let even: __m512i = pulp::cast(std::array::from_fn::<i32, V4_LANES, _>(|i| 2 * i as i32));
+    let odd: __m512i = pulp::cast(std::array::from_fn::<i32, V4_LANES, _>(|i| {
+        2 * i as i32 + 1
+    }));
+    let mut acc = avx._mm512_setzero_ps();
+    for (line, weights) in rows.iter().zip(weights.chunks_exact(3)) {
+        let load = |at: usize| -> __m512 {
+            let mut v = [0f32; V4_LANES];
+            v.copy_from_slice(&line[at..at + V4_LANES]);
+            pulp::cast(v)
+        };
+        let (a, b) = (load(0), load(V4_LANES));
+        let (c, d) = (load(2), load(V4_LANES + 2));
+        let taps = [
+            avx._mm512_permutex2var_ps(a, even, b),
+            avx._mm512_permutex2var_ps(a, odd, b),
+            avx._mm512_permutex2var_ps(c, even, d),
+        ];
+        for (x, w) in taps.into_iter().zip(weights) {
+            acc = avx._mm512_fmadd_ps(x, *w, acc);
+        }
+    }
+    acc
 }
 
 /// Work that runs compiled for the widest instruction set the CPU has: `pulp` detects it at
@@ -2755,6 +2859,58 @@ mod tests {
                 }
                 dst[i * n + j] = acc;
             }
+        }
+    }
+
+    /// The AVX-512 stride-2 depthwise plane gives the portable kernel's values bit for bit
+    /// (which the layer tests compare with the plain convolution): whole blocks, partial ones
+    /// read in place and from padded copies, planes of one and of several blocks.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn halving_on_avx512_matches_the_portable_kernel() {
+        let Some(simd) = pulp::x86::V4::try_new() else {
+            return;
+        };
+        for (h, w) in [
+            (2, 2),
+            (12, 12),
+            (6, 24),
+            (4, 30),
+            (8, 48),
+            (10, 96),
+            (4, 98),
+        ] {
+            let shape = BorderedShape {
+                batch: 1,
+                channels: 1,
+                height: h,
+                width: w,
+            };
+            let plane = border(&shape, &values(h * w, 7));
+            let kernel = values(9, 3);
+            let epilogue = Epilogue::Relu;
+            let task = HalvingPlane {
+                shape: &shape,
+                src: &plane,
+                kernel: &kernel,
+                finish: (&epilogue, 0, 0.25),
+            };
+            let run = |v4: bool| {
+                let fill = |dst: &mut [MaybeUninit<f32>]| match v4 {
+                    true => {
+                        let mut row = vec![0.; (w / 2).next_multiple_of(V4_LANES)];
+                        simd.vectorize(|| task.run_v4(simd, dst, &mut row))
+                    }
+                    false => {
+                        let mut scratch = vec![0.; HalvingPlane::scratch(&shape)];
+                        Vectorized::Halving(&task, dst, &mut scratch).run()
+                    }
+                };
+                // SAFETY: both kernels write every row of the plane's `h / 2 x w / 2` outputs.
+                unsafe { written(h / 2 * (w / 2), fill) }
+            };
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(run(true)), bits(run(false)), "{h} x {w}");
         }
     }
 
