@@ -511,7 +511,7 @@ pub(crate) fn pointwise_channels_last(
         "pointwise_channels_last: an empty plane or a slice of the wrong size"
     );
     let (row, image_len) = (w * outputs, h * w * outputs);
-    let share = team_share(outputs * c * h * cols, h).unwrap_or(h).max(1);
+    let share = team_share(outputs * c * h * cols, h).unwrap_or(h);
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let images = input.chunks_exact(c * plane).zip(out.chunks_mut(image_len));
         for (src, image) in images {

@@ -485,8 +485,12 @@ impl Head {
     fn forward(&self, xs: &Bordered) -> candle_core::Result<(Tensor, Tensor)> {
         let n = xs.dims4().0;
         Ok((
-            (self.regressor.forward_channels_last(xs)?).reshape((n, (), NUM_COORDS))?,
-            (self.classifier.forward_channels_last(xs)?).reshape((n, (), 1))?,
+            self.regressor
+                .forward_channels_last(xs)?
+                .reshape((n, (), NUM_COORDS))?,
+            self.classifier
+                .forward_channels_last(xs)?
+                .reshape((n, (), 1))?,
         ))
     }
 }
