@@ -2209,25 +2209,32 @@ pub(crate) fn separable(
     );
     let row = (c + o) * cols;
     let rows = (SEPARABLE_TILE / row.max(1)).clamp(1, h);
-    // A single image splits into a multiple of the threads' count of tiles, so that they
-    // share it evenly.
-    let tiles = match shape.batch {
-        1 => h
-            .div_ceil(rows)
-            .next_multiple_of(tasks_for(h, grain(row)))
-            .min(h),
-        _ => h.div_ceil(rows),
+    // A single image splits over the threads. When it fits one tile and the layer widens or
+    // its weights outnumber its positions, by output channels: each task computes all of the
+    // depthwise outputs (cheap beside the product then) and writes whole output planes, so
+    // that no two threads write into one plane and each takes only its share of the weights.
+    // Otherwise into a multiple of the threads' count of tiles, so that they share it evenly.
+    let split = match shape.batch {
+        1 => tasks_for(h, grain(row)),
+        _ => 1,
+    };
+    let (tiles, groups) = match h.div_ceil(rows) {
+        1 if o >= c || o >= h * cols => (1, split.min(o)),
+        tiles => (tiles.next_multiple_of(split).min(h), 1),
     };
     let rows = h.div_ceil(tiles);
     let tiles = h.div_ceil(rows);
-    let all = shape.batch * tiles;
-    let per_task = all.div_ceil(tasks_for(all, grain(rows * row)));
+    let per_group = o.div_ceil(groups);
+    let all = shape.batch * tiles * groups;
+    let per_task = all.div_ceil(tasks_for(all, grain(rows * row / groups)));
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let (len, out) = (out.len(), SharedPtr(out.as_mut_ptr().cast::<f32>()));
         run_tasks(all.div_ceil(per_task), &|t| {
-            for tile in t * per_task..((t + 1) * per_task).min(all) {
+            for item in t * per_task..((t + 1) * per_task).min(all) {
+                let (tile, group) = (item / groups, item % groups);
                 let (image, first) = (tile / tiles, tile % tiles * rows);
-                if first >= h {
+                let channel = group * per_group;
+                if first >= h || channel >= o {
                     continue;
                 }
                 let task = SeparableTile {
@@ -2237,6 +2244,7 @@ pub(crate) fn separable(
                     residual,
                     image,
                     rows: first..(first + rows).min(h),
+                    outputs: channel..(channel + per_group).min(o),
                 };
                 with_scratch(c * task.rows.len() * cols, |scratch| {
                     Vectorized::Separable(&task, scratch, (out, len)).run()
@@ -2244,13 +2252,14 @@ pub(crate) fn separable(
             }
         });
     };
-    // SAFETY: every tile of every image runs once, and `SeparableTile::run` writes all of its
-    // rows' values in each of the image's output planes (see there); the tiles' rows cover the
-    // planes.
+    // SAFETY: every group of every tile of every image runs once, and `SeparableTile::run`
+    // writes all of its rows' values in each of its group's output planes of the image (see
+    // there); the tiles' rows cover the planes, the groups' channels the outputs.
     unsafe { written(shape.batch * o * plane, fill) }
 }
 
-/// The rows `rows` of image `image` of a [`separable`] convolution.
+/// The rows `rows` of image `image` of a [`separable`] convolution, in output channels
+/// `outputs`.
 struct SeparableTile<'a> {
     shape: &'a BorderedShape,
     input: &'a [f32],
@@ -2258,14 +2267,15 @@ struct SeparableTile<'a> {
     residual: Option<(&'a [f32], usize)>,
     image: usize,
     rows: std::ops::Range<usize>,
+    outputs: std::ops::Range<usize>,
 }
 
 impl SeparableTile<'_> {
     /// Computes the tile's depthwise outputs in `scratch` (`C x rows x cols` values) and its
-    /// product straight into `out` (the whole output, `len` values): in each output plane of
-    /// the image, the values from
-    /// `at(rows.start, 0)` to `at(rows.end, 0)`, and also those before `at(0, 0)` for the first
-    /// rows and from `at(H, 0)` for the last.
+    /// product straight into `out` (the whole output, `len` values): in each of the image's
+    /// output planes of channels `outputs`, the values from `at(rows.start, 0)` to
+    /// `at(rows.end, 0)`, and also those before `at(0, 0)` for the first rows and from `at(H,
+    /// 0)` for the last.
     #[inline(always)]
     fn run(&self, scratch: &mut [f32], (out, len): (SharedPtr, usize)) {
         let (shape, w) = (self.shape, self.weights);
@@ -2289,24 +2299,29 @@ impl SeparableTile<'_> {
         let (first, last) = (self.rows.start == 0, self.rows.end == shape.height);
         let (start, bottom) = (shape.at(self.rows.start, 0), shape.at(shape.height, 0));
         let image = self.image * o * plane;
-        assert!(image + o * plane <= len, "separable: output too short");
-        // SAFETY: the product writes `image + oc * plane + start + j` for `oc < o`, `j <
-        // count`: the tile's rows of the image's planes (`start + count <= bottom < plane`),
-        // inside the output (asserted), which the caller borrows mutably for the whole run,
-        // and disjoint from every other tile's values (other rows, or another image's planes),
-        // so no two tasks touch the same value. `depthwise` holds `c * count` values.
+        let outputs = self.outputs.clone();
+        assert!(
+            image + o * plane <= len && outputs.end <= o,
+            "separable: output too short"
+        );
+        // SAFETY: the product writes `image + oc * plane + start + j` for `oc` in `outputs`
+        // (below `o`), `j < count`: the tile's rows of the image's planes `outputs` (`start +
+        // count <= bottom < plane`), inside the output (asserted), which the caller borrows
+        // mutably for the whole run, and disjoint from every other task's values (other rows,
+        // other channels, or another image's planes), so no two tasks touch the same value.
+        // `depthwise` holds `c * count` values, the kernel's rows `outputs` `outputs.len() * c`.
         unsafe {
             gemm_raw(
-                out.at(image + start),
+                out.at(image + outputs.start * plane + start),
                 (plane, 1, false),
-                kernel,
+                &kernel[outputs.start * c..outputs.end * c],
                 depthwise,
-                (o, count, c),
+                (outputs.len(), count, c),
                 count,
                 gemm::Parallelism::None,
             )
         };
-        for oc in 0..o {
+        for oc in outputs {
             let dst = image + oc * plane;
             // SAFETY: the tile's `count` values of plane `oc`, which the product just wrote
             // (initialised), and which only this task accesses (see above).

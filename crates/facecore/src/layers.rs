@@ -2571,6 +2571,11 @@ mod tests {
         let (quantized, _) = quantized_layer((500, 600, 60), 3, None);
         let (dw, pw) = separable_pair(32, 48, Activation::Relu);
         let separable = Separable::new(dw, pw).unwrap();
+        // An image that fits one tile splits by output channels (three groups of 128, 128 and
+        // 126 here), its residual covering some of them.
+        let (dw, pw) = separable_pair(96, 382, Activation::Relu);
+        let small = Separable::new(dw, pw).unwrap();
+        let small_input = Bordered::new(&r(&[1, 96, 6, 6])).unwrap();
         let bordered = Bordered::new(&xs).unwrap();
         let one_bordered = Bordered::new(&one_image).unwrap();
         // Planes a whole number of vectors wide: Winograd's F(2x2, 3x3).
@@ -2592,6 +2597,13 @@ mod tests {
                 "separable",
                 Box::new(|| {
                     let ys = separable.forward(&bordered, Some(&bordered)).unwrap();
+                    ys.to_tensor().unwrap()
+                }),
+            ),
+            (
+                "separable, one tile",
+                Box::new(|| {
+                    let ys = small.forward(&small_input, Some(&small_input)).unwrap();
                     ys.to_tensor().unwrap()
                 }),
             ),
