@@ -2219,7 +2219,7 @@ pub(crate) fn separable(
         _ => 1,
     };
     let (tiles, groups) = match h.div_ceil(rows) {
-        1 if o >= c || o >= h * cols => (1, split.min(o)),
+        1 if o >= c || o >= h * cols => (1, split.min(o).max(1)),
         tiles => (tiles.next_multiple_of(split).min(h), 1),
     };
     let rows = h.div_ceil(tiles);
