@@ -408,6 +408,21 @@ fn window_geometry(
     })
 }
 
+/// Errors unless a residual of `residual`'s `(N, C', H, W)` fits a `what`'s output of
+/// `output`'s: the same batch, height and width, and at most its channels.
+fn check_residual(
+    what: &str,
+    (rn, rc, rh, rw): (usize, usize, usize, usize),
+    (n, o, h, w): (usize, usize, usize, usize),
+) -> candle_core::Result<()> {
+    if rn != n || rc > o || (rh, rw) != (h, w) {
+        candle_core::bail!(
+            "residual of shape [{rn}, {rc}, {rh}, {rw}] does not fit a {what} output of [{n}, {o}, {h}, {w}]"
+        );
+    }
+    Ok(())
+}
+
 impl Conv2d {
     /// Zero padding `(top, bottom, left, right)` of an `h` x `w` input.
     fn padding(&self, h: usize, w: usize) -> (usize, usize, usize, usize) {
@@ -464,16 +479,8 @@ impl Conv2d {
         let pads = self.padding(h, w);
         let g = window_geometry("convolution", (n, c, h, w), s.kernel, s.stride, pads)?;
         if let Some(r) = residual {
-            let (rn, rc, rh, rw) = r.value().dims4()?;
-            if rn != n || rc > s.out_channels || (rh, rw) != (g.out_height, g.out_width) {
-                candle_core::bail!(
-                    "residual of shape {:?} does not fit a convolution output of [{n}, {}, {}, {}]",
-                    r.value().dims(),
-                    s.out_channels,
-                    g.out_height,
-                    g.out_width
-                );
-            }
+            let out = (n, s.out_channels, g.out_height, g.out_width);
+            check_residual("convolution", r.value().dims4()?, out)?;
         }
         if !xs.device().is_cpu() {
             return self.forward_candle(xs, pads, residual);
@@ -532,13 +539,7 @@ impl Conv2d {
         let (n, c, h, w) = xs.dims;
         let dims = (n, s.out_channels, h, w);
         if let Some(r) = residual {
-            let (rn, rc, rh, rw) = r.value().dims;
-            if rn != n || rc > s.out_channels || (rh, rw) != (h, w) {
-                candle_core::bail!(
-                    "residual of shape [{rn}, {rc}, {rh}, {rw}] does not fit a convolution output of [{n}, {}, {h}, {w}]",
-                    s.out_channels
-                );
-            }
+            check_residual("convolution", r.value().dims, dims)?;
         }
         let on_cpu = xs.on_cpu() && residual.is_none_or(|r| r.value().on_cpu());
         let out = match &self.direct {
@@ -952,12 +953,7 @@ impl Separable {
             );
         }
         if let Some(r) = residual {
-            let (rn, rc, rh, rw) = r.dims4();
-            if rn != n || rc > out_channels || (rh, rw) != (h, w) {
-                candle_core::bail!(
-                    "residual of shape [{rn}, {rc}, {rh}, {rw}] does not fit a separable output of [{n}, {out_channels}, {h}, {w}]"
-                );
-            }
+            check_residual("separable", r.dims4(), (n, out_channels, h, w))?;
         }
         if !xs.on_cpu() || !residual.is_none_or(Bordered::on_cpu) {
             let ys = self.depthwise.forward(&xs.to_tensor()?)?;
