@@ -109,8 +109,8 @@ fn finish_row(
 
 /// Completes output row `row` of channel `channel` holding the sum of products: adds the bias
 /// (and the residual row when it comes before the activation), applies the activation, then
-/// adds the residual row when it comes after. A ReLU, ReLU6, leaky ReLU or PReLU with no
-/// residual after it runs in the same pass as the additions.
+/// adds the residual row when it comes after. Every activation but the sigmoid runs in the
+/// same pass as the additions.
 #[inline(always)]
 fn finish_sum(
     epilogue: &Epilogue,
@@ -119,31 +119,39 @@ fn finish_sum(
     bias: f32,
     residual: Option<(&[f32], bool)>,
 ) {
-    let before = residual.and_then(|(r, after)| (!after).then_some(r));
-    match (epilogue, residual) {
-        (Epilogue::Relu, None | Some((_, false))) => add_then(row, bias, before, |v| v.max(0.)),
-        (Epilogue::Relu6, None | Some((_, false))) => {
-            add_then(row, bias, before, |v| v.clamp(0., 6.))
-        }
-        (Epilogue::LeakyRelu(_) | Epilogue::PRelu(_), None | Some((_, false))) => {
+    match epilogue {
+        Epilogue::Identity => add_then(row, bias, residual, |v| v),
+        Epilogue::Relu => add_then(row, bias, residual, |v| v.max(0.)),
+        Epilogue::Relu6 => add_then(row, bias, residual, |v| v.clamp(0., 6.)),
+        Epilogue::LeakyRelu(_) | Epilogue::PRelu(_) => {
             let slope = epilogue.slope(channel);
-            add_then(row, bias, before, |v| if v < 0. { v * slope } else { v })
+            add_then(row, bias, residual, |v| if v < 0. { v * slope } else { v })
         }
-        _ => {
-            add_then(row, bias, before, |v| v);
+        Epilogue::Sigmoid => {
+            add_then(row, bias, residual.filter(|&(_, after)| !after), |v| v);
             finish_row(epilogue, channel, row, residual)
         }
     }
 }
 
-/// `row[i] = act(row[i] + (bias + before[i]))` (without `before` when there is none).
+/// `row[i] = act(row[i] + bias)`, with the residual row added to the bias before the
+/// activation (`act(row[i] + (bias + r[i]))`) or after it (`act(row[i] + bias) + r[i]`).
 #[inline(always)]
-fn add_then(row: &mut [f32], bias: f32, before: Option<&[f32]>, act: impl Fn(f32) -> f32) {
-    match before {
-        Some(r) => row
+fn add_then(
+    row: &mut [f32],
+    bias: f32,
+    residual: Option<(&[f32], bool)>,
+    act: impl Fn(f32) -> f32,
+) {
+    match residual {
+        Some((r, false)) => row
             .iter_mut()
             .zip(r)
             .for_each(|(v, r)| *v = act(*v + (bias + r))),
+        Some((r, true)) => row
+            .iter_mut()
+            .zip(r)
+            .for_each(|(v, r)| *v = act(*v + bias) + r),
         None => row.iter_mut().for_each(|v| *v = act(*v + bias)),
     }
 }
@@ -2170,8 +2178,8 @@ pub(crate) fn unborder(shape: &BorderedShape, input: &[f32]) -> Vec<f32> {
 /// The two layers of a [`separable`] convolution as the kernel reads them.
 pub(crate) struct SeparableWeights<'a> {
     /// The depthwise kernel (`[C, 1, 3, 3]`, flattened), its bias (`[C]`, or empty) and
-    /// activation.
-    pub depthwise: (&'a [f32], &'a [f32], &'a Epilogue),
+    /// activation; none for a 1x1 convolution alone.
+    pub depthwise: Option<(&'a [f32], &'a [f32], &'a Epilogue)>,
     /// The pointwise kernel (`[O, C, 1, 1]`, flattened), its bias (`[O]`, or empty) and
     /// activation.
     pub pointwise: (&'a [f32], &'a [f32], &'a Epilogue),
@@ -2184,17 +2192,17 @@ pub(crate) struct SeparableWeights<'a> {
 /// (the outputs no longer in cache for the product: 1.07-1.10 ms and full range 4.4 -> 4.9).
 const SEPARABLE_TILE: usize = 64 << 10;
 
-/// A 3x3 depthwise convolution (stride 1, one zero on every side) then a 1x1 convolution of
-/// `input` (`shape`, bordered), the residual (`[N, C', H, W]` bordered, `C'` at most the
-/// outputs) added before the pointwise activation: `[N, O, H, W]`, bordered. A few rows of all
-/// channels at a time (a tile): their depthwise outputs, then one product of the pointwise
-/// kernel with them, then the bias, residual and activation as the tile's rows are written. The
-/// tiles run in parallel. Panics when a slice does not hold its shape's values.
+/// A 3x3 depthwise convolution (stride 1, one zero on every side), when `weights` has one,
+/// then a 1x1 convolution of `input` (`shape`, bordered), with the residual (bordered, its
+/// `channels` at most the outputs): `[N, O, H, W]`, bordered. A few rows of all channels at a
+/// time (a tile): their depthwise outputs, then one product of the pointwise kernel with them
+/// (or with the input's rows), then the bias, residual and activation as the tile's rows are
+/// written. The tiles run in parallel. Panics when a slice does not hold its shape's values.
 pub(crate) fn separable(
     shape: &BorderedShape,
     input: &[f32],
     weights: &SeparableWeights,
-    residual: Option<(&[f32], usize)>,
+    residual: Option<Residual>,
 ) -> Vec<f32> {
     let (c, o, h) = (shape.channels, weights.out_channels, shape.height);
     let (plane, cols) = (shape.plane(), shape.cols());
@@ -2202,24 +2210,27 @@ pub(crate) fn separable(
         h > 0
             && shape.width > 0
             && input.len() == shape.batch * c * plane
-            && weights.depthwise.0.len() == c * 9
+            && weights.depthwise.is_none_or(|(k, _, _)| k.len() == c * 9)
             && weights.pointwise.0.len() == o * c
-            && residual.is_none_or(|(r, rc)| rc <= o && r.len() == shape.batch * rc * plane),
+            && residual.is_none_or(|r| {
+                r.channels <= o && r.values.len() == shape.batch * r.channels * plane
+            }),
         "separable: a slice of the wrong size"
     );
     let row = (c + o) * cols;
     let rows = (SEPARABLE_TILE / row.max(1)).clamp(1, h);
     // A single image splits over the threads. When it fits one tile and the layer widens or
-    // its weights outnumber its positions, by output channels: each task computes all of the
-    // depthwise outputs (cheap beside the product then) and writes whole output planes, so
-    // that no two threads write into one plane and each takes only its share of the weights.
-    // Otherwise into a multiple of the threads' count of tiles, so that they share it evenly.
+    // its weights outnumber its positions (or it has no depthwise convolution), by output
+    // channels: each task computes all of the depthwise outputs (cheap beside the product
+    // then) and writes whole output planes, so that no two threads write into one plane and
+    // each takes only its share of the weights. Otherwise into a multiple of the threads'
+    // count of tiles, so that they share it evenly.
     let split = match shape.batch {
         1 => tasks_for(h, grain(row)),
         _ => 1,
     };
     let (tiles, groups) = match h.div_ceil(rows) {
-        1 if o >= c || o >= h * cols => (1, split.min(o).max(1)),
+        1 if o >= c || o >= h * cols || weights.depthwise.is_none() => (1, split.min(o).max(1)),
         tiles => (tiles.next_multiple_of(split).min(h), 1),
     };
     let rows = h.div_ceil(tiles);
@@ -2246,7 +2257,8 @@ pub(crate) fn separable(
                     rows: first..(first + rows).min(h),
                     outputs: channel..(channel + per_group).min(o),
                 };
-                with_scratch(c * task.rows.len() * cols, |scratch| {
+                let depthwise = weights.depthwise.map_or(0, |_| c * task.rows.len() * cols);
+                with_scratch(depthwise, |scratch| {
                     Vectorized::Separable(&task, scratch, (out, len)).run()
                 });
             }
@@ -2264,15 +2276,15 @@ struct SeparableTile<'a> {
     shape: &'a BorderedShape,
     input: &'a [f32],
     weights: &'a SeparableWeights<'a>,
-    residual: Option<(&'a [f32], usize)>,
+    residual: Option<Residual<'a>>,
     image: usize,
     rows: std::ops::Range<usize>,
     outputs: std::ops::Range<usize>,
 }
 
 impl SeparableTile<'_> {
-    /// Computes the tile's depthwise outputs in `scratch` (`C x rows x cols` values) and its
-    /// product straight into `out` (the whole output, `len` values): in each of the image's
+    /// Computes the tile's depthwise outputs, if any, in `scratch` (`C x rows x cols` values)
+    /// and its product straight into `out` (the whole output, `len` values): in each of the image's
     /// output planes of channels `outputs`, the values from `at(rows.start, 0)` to
     /// `at(rows.end, 0)`, and also those before `at(0, 0)` for the first rows and from `at(H,
     /// 0)` for the last.
@@ -2282,22 +2294,32 @@ impl SeparableTile<'_> {
         let (c, o) = (shape.channels, w.out_channels);
         let (plane, cols, width) = (shape.plane(), shape.cols(), shape.width);
         let count = self.rows.len() * cols;
-        let offset = self.rows.start * cols;
-        let depthwise = &mut scratch[..c * count];
-        let (kernel, bias, epilogue) = w.depthwise;
-        let taps = self.shape.taps();
-        for (ch, dst) in depthwise.chunks_exact_mut(count).enumerate() {
-            // Output (y, x) of the plane sums the taps at bordered (y + ky, x + kx): index
-            // y * cols + x + taps[3 * ky + kx]. Computed for every column of the pitch, the
-            // last two of each row being dropped below; the highest read, (H - 1) * cols + W +
-            // 1 + 2 * cols + 2 < (H + 3) * cols, stays inside the plane.
-            let src = &self.input[(self.image * c + ch) * plane..][..plane][offset..];
-            depthwise_outputs::<3>(src, (&taps, &kernel[ch * 9..ch * 9 + 9]), dst);
-            finish_sum(epilogue, ch, dst, bias.get(ch).copied().unwrap_or(0.), None);
-        }
-        let (kernel, bias, epilogue) = w.pointwise;
         let (first, last) = (self.rows.start == 0, self.rows.end == shape.height);
         let (start, bottom) = (shape.at(self.rows.start, 0), shape.at(shape.height, 0));
+        let image_input = &self.input[self.image * c * plane..][..c * plane];
+        // The product's right matrix: the depthwise outputs, or the input's rows of the tile
+        // (channel `ch`'s at `ch * plane + start`).
+        let (rhs, rhs_rs): (&[f32], usize) = match w.depthwise {
+            Some((kernel, bias, epilogue)) => {
+                let offset = self.rows.start * cols;
+                let depthwise = &mut scratch[..c * count];
+                let taps = self.shape.taps();
+                for (ch, dst) in depthwise.chunks_exact_mut(count).enumerate() {
+                    // Output (y, x) of the plane sums the taps at bordered (y + ky, x + kx):
+                    // index y * cols + x + taps[3 * ky + kx]. Computed for every column of the
+                    // pitch, the last two of each row being dropped below; the highest read,
+                    // (H - 1) * cols + W + 1 + 2 * cols + 2 < (H + 3) * cols, stays inside the
+                    // plane.
+                    let src = &image_input[ch * plane..][..plane][offset..];
+                    depthwise_outputs::<3>(src, (&taps, &kernel[ch * 9..ch * 9 + 9]), dst);
+                    finish_sum(epilogue, ch, dst, bias.get(ch).copied().unwrap_or(0.), None);
+                }
+                (depthwise, count)
+            }
+            // Channel `C - 1`'s rows end at (C - 1) * plane + start + count <= C * plane.
+            None => (&image_input[start..], plane),
+        };
+        let (kernel, bias, epilogue) = w.pointwise;
         let image = self.image * o * plane;
         let outputs = self.outputs.clone();
         assert!(
@@ -2309,15 +2331,16 @@ impl SeparableTile<'_> {
         // count <= bottom < plane`), inside the output (asserted), which the caller borrows
         // mutably for the whole run, and disjoint from every other task's values (other rows,
         // other channels, or another image's planes), so no two tasks touch the same value.
-        // `depthwise` holds `c * count` values, the kernel's rows `outputs` `outputs.len() * c`.
+        // `gemm_raw` checks that `rhs` holds its `c` rows of `count` values (row stride `rhs_rs`)
+        // and the kernel's rows `outputs` their `outputs.len() * c` values.
         unsafe {
             gemm_raw(
                 out.at(image + outputs.start * plane + start),
                 (plane, 1, false),
                 &kernel[outputs.start * c..outputs.end * c],
-                depthwise,
+                rhs,
                 (outputs.len(), count, c),
-                count,
+                rhs_rs,
                 gemm::Parallelism::None,
             )
         };
@@ -2326,9 +2349,9 @@ impl SeparableTile<'_> {
             // SAFETY: the tile's `count` values of plane `oc`, which the product just wrote
             // (initialised), and which only this task accesses (see above).
             let row = unsafe { std::slice::from_raw_parts_mut(out.at(dst + start), count) };
-            let residual = self.residual.filter(|&(_, rc)| oc < rc).map(|(r, rc)| {
-                let plane = &r[(self.image * rc + oc) * plane..][..plane];
-                (&plane[start..start + count], false)
+            let residual = self.residual.filter(|r| oc < r.channels).map(|r| {
+                let plane = &r.values[(self.image * r.channels + oc) * plane..][..plane];
+                (&plane[start..start + count], r.after_activation)
             });
             finish_sum(
                 epilogue,
@@ -2337,9 +2360,10 @@ impl SeparableTile<'_> {
                 bias.get(oc).copied().unwrap_or(0.),
                 residual,
             );
-            // Columns `width` and `width + 1` of the pitch land on the border.
+            // Columns `width` and `width + 1` of the pitch (its last two) land on the border.
             for line in row.chunks_exact_mut(cols) {
-                line[width..].fill(0.);
+                line[width] = 0.;
+                line[width + 1] = 0.;
             }
             // SAFETY: the first rows' tile also writes `dst..dst + at(0, 0)`, the last rows'
             // `dst + bottom..dst + plane`: the plane's border outside every tile's rows,

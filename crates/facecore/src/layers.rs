@@ -544,6 +544,10 @@ impl Conv2d {
         let on_cpu = xs.on_cpu() && residual.is_none_or(|r| r.value().on_cpu());
         let out = match &self.direct {
             _ if !on_cpu => None,
+            _ if s.is_positionwise() && s.groups == 1 => {
+                let weights = (&self.weight, self.bias_values.as_slice(), &self.epilogue);
+                Some(separable_cpu(xs, None, weights, residual)?)
+            }
             _ if s.is_positionwise() => {
                 let g = window_geometry("convolution", (n, c, h + 3, w + 2), 1, 1, (0, 0, 0, 0))?;
                 let residual = residual.map(|r| r.with(&r.value().values));
@@ -966,29 +970,53 @@ impl Separable {
             return Bordered::new(&ys);
         }
         let (d, p) = (&self.depthwise, &self.pointwise);
-        let out = with_f32_slice(&xs.values, |input| {
-            with_f32_slice(&d.weight, |dw| {
-                with_f32_slice(&p.weight, |pw| {
-                    let r = residual.map(|r| &r.values);
-                    with_optional_f32_slice(r, |values| {
-                        let weights = kernels::SeparableWeights {
-                            depthwise: (dw, &d.bias_values, &d.epilogue),
-                            pointwise: (pw, &p.bias_values, &p.epilogue),
-                            out_channels,
-                        };
-                        let residual = values.zip(residual).map(|(v, r)| (v, r.dims.1));
-                        let shape = Bordered::shape_of(xs.dims);
-                        kernels::separable(&shape, input, &weights, residual)
-                    })
-                })
-            })
-        })????;
+        let out = separable_cpu(
+            xs,
+            Some(d),
+            (&p.weight, &p.bias_values, &p.epilogue),
+            residual.map(Residual::BeforeActivation),
+        )?;
         let values = Tensor::from_vec(out, (n, out_channels, h + 3, w + 2), xs.values.device())?;
         Ok(Bordered {
             values,
             dims: (n, out_channels, h, w),
         })
     }
+}
+
+/// Runs [`kernels::separable`] on bordered activations on the CPU: `depthwise` (a checked 3x3
+/// depthwise convolution, or none) then the 1x1 convolution `(weight, bias, activation)` with
+/// `residual`, whose dimensions the caller has checked. The bordered output's values.
+fn separable_cpu(
+    xs: &Bordered,
+    depthwise: Option<&Conv2d>,
+    (weight, bias, epilogue): (&Tensor, &[f32], &kernels::Epilogue),
+    residual: Option<Residual<'_, Bordered>>,
+) -> candle_core::Result<Vec<f32>> {
+    let out_channels = weight.dim(0)?;
+    let values = residual.map(|r| &r.value().values);
+    with_f32_slice(&xs.values, |input| {
+        with_f32_slice(weight, |pw| {
+            with_optional_f32_slice(depthwise.map(|d| &d.weight), |dw| {
+                with_optional_f32_slice(values, |values| {
+                    let weights = kernels::SeparableWeights {
+                        depthwise: dw
+                            .zip(depthwise)
+                            .map(|(dw, d)| (dw, d.bias_values.as_slice(), &d.epilogue)),
+                        pointwise: (pw, bias, epilogue),
+                        out_channels,
+                    };
+                    let residual = values.zip(residual).map(|(values, r)| kernels::Residual {
+                        values,
+                        channels: r.value().dims.1,
+                        after_activation: r.after_activation(),
+                    });
+                    let shape = Bordered::shape_of(xs.dims);
+                    kernels::separable(&shape, input, &weights, residual)
+                })
+            })
+        })
+    })???
 }
 
 /// A dense layer over the last dimension, `y = act(x W^T + b)` (no activation unless
