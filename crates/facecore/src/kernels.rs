@@ -1954,6 +1954,24 @@ impl PlaneRows {
             len: shape.plane(),
         }
     }
+
+    /// Row `y` of the plane `dst` (`len` values), its `width` values to be written, the rest
+    /// of its pitch (the border, when bordered) zeroed.
+    #[inline(always)]
+    fn row<'a>(&self, dst: &'a mut [MaybeUninit<f32>], y: usize) -> &'a mut [MaybeUninit<f32>] {
+        let at = self.start + y * self.pitch;
+        let (row, rest) = dst[at..at + self.pitch].split_at_mut(self.width);
+        rest.fill(MaybeUninit::new(0.));
+        row
+    }
+
+    /// Zeroes the values of the plane `dst` before its first row and after its last.
+    #[inline(always)]
+    fn clear_ends(&self, dst: &mut [MaybeUninit<f32>]) {
+        let zero = MaybeUninit::new(0.);
+        dst[..self.start].fill(zero);
+        dst[self.start + self.count * self.pitch..].fill(zero);
+    }
 }
 
 impl Finishing<'_> {
@@ -2534,34 +2552,32 @@ impl HalvingPool<'_> {
     #[inline(always)]
     fn run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], row: &mut [f32]) {
         let (shape, rows) = (self.shape, self.rows);
-        let (w, ow) = (shape.width, rows.width);
-        let zero = MaybeUninit::new(0.);
-        dst[..rows.start].fill(zero);
+        let w = shape.width;
+        rows.clear_ends(dst);
         for oy in 0..rows.count {
             let top = &src[shape.at(2 * oy, 0)..shape.at(2 * oy, w)];
             let bottom = &src[shape.at(2 * oy + 1, 0)..shape.at(2 * oy + 1, w)];
             pool_pairs((top, bottom), row, self.max);
-            let at = rows.start + oy * rows.pitch;
-            dst[at..at + ow].write_copy_of_slice(row);
-            dst[at + ow..at + rows.pitch].fill(zero);
+            rows.row(dst, oy).write_copy_of_slice(row);
         }
-        dst[rows.start + rows.count * rows.pitch..].fill(zero);
     }
 }
 
 /// A 3x3 depthwise convolution with stride 2 and TensorFlow's `SAME` padding of even planes (no
 /// zero above or left, one below and right) of `input` (`shape`, bordered, an even height and
 /// width), by `kernel` (`[C, 1, 3, 3]`, flattened), its `bias` (`[C]`, or empty) and activation:
-/// `[N, C, H / 2, W / 2]`, plain. Output `(oy, ox)` is output `(2 oy + 1, 2 ox + 1)` of the
-/// stride-1 convolution, which reads the border as that padding, so each output row is that
-/// row of the stride-1 convolution computed straight from the bordered plane (no padded copy,
-/// no split by phase), every other value of it kept; on narrow planes a few such rows are
-/// computed as one run, with the even rows between them. The planes run in parallel. Panics
-/// when a slice does not hold its shape's values or a side is odd or zero.
+/// `[N, C, H / 2, W / 2]`, bordered when `bordered`, else plain. Output `(oy, ox)` is output
+/// `(2 oy + 1, 2 ox + 1)` of the stride-1 convolution, which reads the border as that
+/// padding, so each output row is that row of the stride-1 convolution computed straight from
+/// the bordered plane (no padded copy, no split by phase), every other value of it kept; on
+/// narrow planes a few such rows are computed as one run, with the even rows between them.
+/// The planes run in parallel. Panics when a slice does not hold its shape's values or a side
+/// is odd or zero.
 pub(crate) fn depthwise_halving(
     shape: &BorderedShape,
     input: &[f32],
     (kernel, bias, epilogue): (&[f32], &[f32], &Epilogue),
+    bordered: bool,
 ) -> Vec<f32> {
     let (c, h, w, plane) = (shape.channels, shape.height, shape.width, shape.plane());
     let planes = shape.batch * c;
@@ -2575,8 +2591,9 @@ pub(crate) fn depthwise_halving(
         "depthwise_halving: a slice of the wrong size"
     );
     let (oh, ow) = (h / 2, w / 2);
+    let rows = PlaneRows::new((oh, ow), bordered);
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        for_each_chunk(out, oh * ow, grain(9 * w * oh), |i, dst| {
+        for_each_chunk(out, rows.len, grain(9 * w * oh), |i, dst| {
             let channel = i % c;
             let task = HalvingPlane {
                 shape,
@@ -2584,6 +2601,8 @@ pub(crate) fn depthwise_halving(
                 kernel: &kernel[channel * 9..channel * 9 + 9],
                 finish: (epilogue, channel, bias.get(channel).copied().unwrap_or(0.)),
             };
+            rows.clear_ends(dst);
+            let dst = (dst, rows);
             #[cfg(target_arch = "x86_64")]
             if let Some(simd) = pulp::x86::V4::try_new() {
                 let len = ow.next_multiple_of(V4_LANES);
@@ -2594,9 +2613,10 @@ pub(crate) fn depthwise_halving(
             })
         })
     };
-    // SAFETY: the output splits into `planes` chunks of `oh * ow` values, one per input plane,
-    // and `HalvingPlane::run` writes every row of its chunk.
-    unsafe { written(planes * oh * ow, fill) }
+    // SAFETY: the output splits into `planes` chunks of `rows.len` values, one per input
+    // plane, whose values before the first row and after the last are zeroed above, and
+    // `HalvingPlane::run` writes every row of its chunk, each with the rest of its pitch.
+    unsafe { written(planes * rows.len, fill) }
 }
 
 /// One plane of [`depthwise_halving`]: its bordered input, 3x3 kernel, and the epilogue,
@@ -2624,23 +2644,22 @@ impl HalvingPlane<'_> {
         (2 * Self::rows_per_run(shape) - 1) * shape.cols()
     }
 
-    /// Writes every row of `dst` (`H / 2 x W / 2`), `scratch` holding
-    /// [`scratch`](Self::scratch) values.
+    /// Writes every row of `dst` (an `H / 2 x W / 2` plane of `rows`, see [`PlaneRows::row`]),
+    /// `scratch` holding [`scratch`](Self::scratch) values.
     #[inline(always)]
-    fn run(&self, dst: &mut [MaybeUninit<f32>], scratch: &mut [f32]) {
-        let (cols, w, ow) = (self.shape.cols(), self.shape.width, self.shape.width / 2);
+    fn run(&self, (dst, rows): (&mut [MaybeUninit<f32>], PlaneRows), scratch: &mut [f32]) {
+        let (cols, w) = (self.shape.cols(), self.shape.width);
         let (epilogue, channel, bias) = self.finish;
         let taps = self.shape.taps();
         let per_run = Self::rows_per_run(self.shape);
-        for (first, out) in dst.chunks_mut(per_run * ow).enumerate() {
+        for oy in (0..rows.count).step_by(per_run) {
             // Stride-1 output (y, x) sums bordered (y + ky, x + kx), input (y + ky - 1, x + kx
             // - 1): for y = 2 oy + 1 and x = 2 ox + 1, input (2 oy + ky, 2 ox + kx). A run
             // computes rows 2 oy + 1 to 2 oy' + 1 of its output rows oy..=oy', the first W
             // of the last; its highest read, (H + 1) * cols + W + 1 for the plane's last row,
             // is inside the plane.
-            let rows = out.len() / ow;
-            let oy = first * per_run;
-            let len = (2 * rows - 2) * cols + w;
+            let count = per_run.min(rows.count - oy);
+            let len = (2 * count - 2) * cols + w;
             let src = &self.src[(2 * oy + 1) * cols..];
             let run = &mut scratch[..len];
             depthwise_outputs::<3>(src, (&taps, self.kernel), run);
@@ -2648,9 +2667,9 @@ impl HalvingPlane<'_> {
             // kept: completing the kept values after a copy by single values stalled on
             // reading them back.
             finish_sum(epilogue, channel, run, bias, None);
-            for (r, out) in out.chunks_exact_mut(ow).enumerate() {
+            for r in 0..count {
                 let pairs = run[2 * r * cols..][..w].chunks_exact(2);
-                for (v, pair) in out.iter_mut().zip(pairs) {
+                for (v, pair) in rows.row(dst, oy + r).iter_mut().zip(pairs) {
                     v.write(pair[1]);
                 }
             }
@@ -2674,7 +2693,12 @@ impl HalvingPlane<'_> {
     /// permutation (no stride-1 outputs to drop); `row` holds `W / 2` values rounded up to a
     /// whole vector.
     #[inline(always)]
-    fn run_v4(&self, simd: pulp::x86::V4, dst: &mut [MaybeUninit<f32>], row: &mut [f32]) {
+    fn run_v4(
+        &self,
+        simd: pulp::x86::V4,
+        (dst, rows): (&mut [MaybeUninit<f32>], PlaneRows),
+        row: &mut [f32],
+    ) {
         let avx = simd.avx512f;
         let (shape, ow) = (self.shape, self.shape.width / 2);
         let (epilogue, channel, bias) = self.finish;
@@ -2688,7 +2712,7 @@ impl HalvingPlane<'_> {
         let last = 2 * full * V4_LANES;
         let in_place = shape.at(shape.height, last) + V4_HALVING_READ <= shape.plane();
         let mut padded = [[0f32; V4_HALVING_READ]; 3];
-        for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+        for oy in 0..rows.count {
             // Output (oy, ox) reads input (2 oy + ky, 2 ox + kx), input row H and column W
             // being the bordered plane's zeros: a block's outputs from `ox` on read the
             // columns from 2 ox to 2 ox + 33 of each of its three input rows, a full block's
@@ -2714,7 +2738,7 @@ impl HalvingPlane<'_> {
             }
             let row = &mut row.as_flattened_mut()[..ow];
             finish_sum(epilogue, channel, row, bias, None);
-            out.write_copy_of_slice(row);
+            rows.row(dst, oy).write_copy_of_slice(row);
         }
     }
 }
@@ -2777,12 +2801,12 @@ enum Vectorized<'a> {
         &'a mut [MaybeUninit<f32>],
         &'a mut [f32],
     ),
-    /// One plane of a stride-2 depthwise convolution of bordered planes: `(plane, dst,
-    /// scratch)` (see [`HalvingPlane::run`]), `scratch` holding [`HalvingPlane::scratch`]
-    /// values.
+    /// One plane of a stride-2 depthwise convolution of bordered planes: `(plane, (dst, its
+    /// rows), scratch)` (see [`HalvingPlane::run`]), `scratch` holding
+    /// [`HalvingPlane::scratch`] values.
     Halving(
         &'a HalvingPlane<'a>,
-        &'a mut [MaybeUninit<f32>],
+        (&'a mut [MaybeUninit<f32>], PlaneRows),
         &'a mut [f32],
     ),
     /// One plane of a bilinear resize: `((src, width), (row taps, column taps, whether the
@@ -2937,22 +2961,34 @@ mod tests {
                 kernel: &kernel,
                 finish: (&epilogue, 0, 0.25),
             };
-            let run = |v4: bool| {
-                let fill = |dst: &mut [MaybeUninit<f32>]| match v4 {
-                    true => {
-                        let mut row = vec![0.; (w / 2).next_multiple_of(V4_LANES)];
-                        simd.vectorize(|| task.run_v4(simd, dst, &mut row))
-                    }
-                    false => {
-                        let mut scratch = vec![0.; HalvingPlane::scratch(&shape)];
-                        Vectorized::Halving(&task, dst, &mut scratch).run()
+            let run = |v4: bool, bordered: bool| {
+                let rows = PlaneRows::new((h / 2, w / 2), bordered);
+                let fill = |dst: &mut [MaybeUninit<f32>]| {
+                    rows.clear_ends(dst);
+                    match v4 {
+                        true => {
+                            let mut row = vec![0.; (w / 2).next_multiple_of(V4_LANES)];
+                            simd.vectorize(|| task.run_v4(simd, (dst, rows), &mut row))
+                        }
+                        false => {
+                            let mut scratch = vec![0.; HalvingPlane::scratch(&shape)];
+                            Vectorized::Halving(&task, (dst, rows), &mut scratch).run()
+                        }
                     }
                 };
-                // SAFETY: both kernels write every row of the plane's `h / 2 x w / 2` outputs.
-                unsafe { written(h / 2 * (w / 2), fill) }
+                // SAFETY: both kernels write every row of the plane's `h / 2 x w / 2` outputs
+                // with the rest of its pitch, and the values around the rows are zeroed.
+                unsafe { written(rows.len, fill) }
             };
             let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-            assert_eq!(bits(run(true)), bits(run(false)), "{h} x {w}");
+            for bordered in [false, true] {
+                let name = format!("{h} x {w}, bordered {bordered}");
+                assert_eq!(
+                    bits(run(true, bordered)),
+                    bits(run(false, bordered)),
+                    "{name}"
+                );
+            }
         }
     }
 

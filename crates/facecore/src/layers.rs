@@ -496,10 +496,16 @@ impl Conv2d {
     /// The convolution of bordered activations, bordered: a 1x1 convolution (stride 1, no
     /// padding) runs its product over the border too, which is then zeroed again; a dense 3x3
     /// convolution with stride 1 and one zero on every side reads the border as its padding
-    /// (the direct kernel, with no padded copy) and writes the next border as it goes. Other
-    /// convolutions run on a plain copy. Errors when `xs` has the wrong channels.
+    /// (the direct kernel, with no padded copy) and writes the next border as it goes, and so
+    /// does the stride-2 depthwise convolution of
+    /// [`forward_from_bordered`](Self::forward_from_bordered). Other convolutions run on a
+    /// plain copy. Errors when `xs` has the wrong channels.
     pub fn forward_bordered(&self, xs: &Bordered) -> candle_core::Result<Bordered> {
-        self.bordered(xs, None)
+        let (n, c, h, w) = xs.dims;
+        match self.halving(xs, true)? {
+            Some(out) => Bordered::from_values(out, (n, c, h / 2, w / 2), xs.values.device()),
+            None => self.bordered(xs, None),
+        }
     }
 
     /// `activation(conv(xs))` with `residual` (bordered activations of the output's batch,
@@ -667,8 +673,19 @@ impl Conv2d {
     /// padding, with no padded copy; any other convolution runs on a plain copy. Errors when
     /// `xs` has the wrong channels.
     pub fn forward_from_bordered(&self, xs: &Bordered) -> candle_core::Result<Tensor> {
-        let s = &self.spec;
         let (n, c, h, w) = xs.dims;
+        match self.halving(xs, false)? {
+            Some(out) => Tensor::from_vec(out, (n, c, h / 2, w / 2), xs.values.device()),
+            None => self.forward(&xs.to_tensor()?),
+        }
+    }
+
+    /// The values of the 3x3 depthwise convolution with stride 2 and `SAME` padding of even
+    /// planes of [`forward_from_bordered`](Self::forward_from_bordered) read in place,
+    /// bordered when `bordered`, or `None` when this is another convolution or not on the CPU.
+    fn halving(&self, xs: &Bordered, bordered: bool) -> candle_core::Result<Option<Vec<f32>>> {
+        let s = &self.spec;
+        let (_, c, h, w) = xs.dims;
         let halving = s.is_depthwise()
             && c == s.in_channels
             && s.kernel == 3
@@ -677,16 +694,16 @@ impl Conv2d {
             && w.is_multiple_of(2)
             && self.padding(h, w) == (0, 1, 0, 1);
         if !xs.on_cpu() || !halving {
-            return self.forward(&xs.to_tensor()?);
+            return Ok(None);
         }
         let shape = Bordered::shape_of(xs.dims);
         let out = with_f32_slice(&xs.values, |input| {
             with_f32_slice(&self.weight, |kernel| {
                 let layer = (kernel, self.bias_values.as_slice(), &self.epilogue);
-                kernels::depthwise_halving(&shape, input, layer)
+                kernels::depthwise_halving(&shape, input, layer, bordered)
             })
         })??;
-        Tensor::from_vec(out, (n, c, h / 2, w / 2), xs.values.device())
+        Ok(Some(out))
     }
 
     /// Whether this is a dense 3x3 convolution with stride 1 and one zero on every side of
@@ -1868,6 +1885,11 @@ mod tests {
                 conv.spec(),
                 xs.dims()
             );
+            // Bordered, as a copy of the plain output holds it (the border included).
+            let got = conv.forward_bordered(&bordered).unwrap();
+            let want = Bordered::new(&want).unwrap();
+            assert_eq!(got.dims4(), want.dims4(), "{:?}", conv.spec());
+            assert_eq!(bits(&got.values), bits(&want.values), "{:?}", conv.spec());
             for pool in [Pool2d::max(2, 2), Pool2d::average(2, 2)] {
                 let got = pool.forward_from_bordered(&bordered).unwrap();
                 let want = pool.forward(&xs).unwrap();
@@ -1876,6 +1898,7 @@ mod tests {
         }
         let wrong = Bordered::new(&r(&[1, 3, 8, 8])).unwrap();
         assert!(cases[3].1.forward_from_bordered(&wrong).is_err());
+        assert!(cases[3].1.forward_bordered(&wrong).is_err());
     }
 
     #[test]

@@ -361,28 +361,25 @@ fn depthwise(vb: &VarBuilder, name: &str, c: usize, stride: usize) -> candle_cor
 
 /// A residual BlazeBlock: its convolutions, then `relu(convs(x) + shortcut(x))` with the
 /// shortcut max-pooled 2x2 when the block strides and zero-padded to the output channels (the
-/// last convolution fuses the addition and the ReLU).
+/// last convolution fuses the addition and the ReLU). Both kinds run on bordered activations.
 #[derive(Debug, Clone)]
 enum Block {
-    /// A block that halves the resolution, on plain activations.
-    Strided(Vec<Conv2d>),
-    /// A stride-1 block: its depthwise and pointwise pairs, on bordered activations.
+    /// A block that halves the resolution.
+    Strided(Box<Strided>),
+    /// A stride-1 block: its depthwise and pointwise pairs.
     Separable(Vec<Separable>),
 }
 
-impl Block {
-    /// The block of `stride` from its convolutions, depthwise and pointwise in turn.
-    fn new(convs: Vec<Conv2d>, stride: usize) -> candle_core::Result<Self> {
-        if stride != 1 {
-            return Ok(Self::Strided(convs));
-        }
-        let pairs = convs
-            .chunks_exact(2)
-            .map(|pair| Separable::new(pair[0].clone(), pair[1].clone()))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self::Separable(pairs))
-    }
+/// A BlazeBlock that halves the resolution: its stride-2 depthwise convolution, its first
+/// pointwise convolution, and for a double block the depthwise and pointwise pair after them.
+#[derive(Debug, Clone)]
+struct Strided {
+    depthwise: Conv2d,
+    pointwise: Conv2d,
+    pair: Option<Separable>,
+}
 
+impl Block {
     /// A single block: depthwise (stride `stride`), pointwise `cin → cout`.
     fn single(
         vb: &VarBuilder,
@@ -393,7 +390,14 @@ impl Block {
     ) -> candle_core::Result<Self> {
         let dw = depthwise(vb, &n.depthwise(), cin, stride)?;
         let pw = pointwise(vb, &n.conv(), cin, cout, Activation::Relu)?;
-        Self::new(vec![dw, pw], stride)
+        Ok(match stride {
+            1 => Self::Separable(vec![Separable::new(dw, pw)?]),
+            _ => Self::Strided(Box::new(Strided {
+                depthwise: dw,
+                pointwise: pw,
+                pair: None,
+            })),
+        })
     }
 
     /// A double block: depthwise (stride `stride`), pointwise `cin → mid` + ReLU, depthwise,
@@ -410,30 +414,40 @@ impl Block {
         let pw1 = pointwise(vb, &n.conv(), cin, mid, Activation::Relu)?;
         let dw2 = depthwise(vb, &n.depthwise(), mid, 1)?;
         let pw2 = pointwise(vb, &n.conv(), mid, cout, Activation::Relu)?;
-        Self::new(vec![dw1, pw1, dw2, pw2], stride)
+        let pair = Separable::new(dw2, pw2)?;
+        Ok(match stride {
+            1 => Self::Separable(vec![Separable::new(dw1, pw1)?, pair]),
+            _ => Self::Strided(Box::new(Strided {
+                depthwise: dw1,
+                pointwise: pw1,
+                pair: Some(pair),
+            })),
+        })
     }
 }
 
-/// Runs `blocks` on `flow`. A strided block reads bordered activations in place (its first
-/// depthwise convolution and its pooled shortcut) and writes plain ones; the stride-1 blocks
-/// run on bordered ones.
+/// Runs `blocks` on `flow`, on bordered activations: a strided block reads them in place (its
+/// first depthwise convolution and its pooled shortcut) and writes them, as the stride-1
+/// blocks do.
 fn run(blocks: &[Block], mut flow: Activations) -> candle_core::Result<Activations> {
     for block in blocks {
         flow = match block {
-            Block::Strided(convs) => {
-                let pool = Pool2d::max(2, 2);
-                let [first, middle @ .., last] = convs.as_slice() else {
-                    return Ok(flow);
-                };
-                let (ys, shortcut) = match &flow {
-                    Activations::Plain(xs) => (first.forward(xs)?, pool.forward(xs)?),
-                    Activations::Bordered(xs) => (
-                        first.forward_from_bordered(xs)?,
-                        pool.forward_from_bordered(xs)?,
-                    ),
-                };
-                let ys = middle.iter().try_fold(ys, |h, c| c.forward(&h))?;
-                Activations::Plain(last.forward_add(&ys, Residual::BeforeActivation(&shortcut))?)
+            Block::Strided(block) => {
+                let Strided {
+                    depthwise,
+                    pointwise,
+                    pair,
+                } = block.as_ref();
+                let xs = flow.into_bordered()?;
+                let shortcut = Pool2d::max(2, 2).forward_bordered(&xs)?;
+                let ys = depthwise.forward_bordered(&xs)?;
+                Activations::Bordered(match pair {
+                    None => pointwise
+                        .forward_bordered_add(&ys, Residual::BeforeActivation(&shortcut))?,
+                    Some(pair) => {
+                        pair.forward(&pointwise.forward_bordered(&ys)?, Some(&shortcut))?
+                    }
+                })
             }
             Block::Separable(pairs) => {
                 let xs = flow.into_bordered()?;
