@@ -1597,52 +1597,51 @@ fn layer_norm_row(row: &mut [f32], scale: &[f32], offset: &[f32], eps: f32) {
 /// One output position of a bilinear resize: its two input positions and the second's weight.
 type Tap = (usize, usize, f32);
 
-/// Bilinear resampling of each of `planes` `h x w` planes of `input` to `oh x ow` (half-pixel
-/// centres), in the bordered layout of [`BorderedShape`] when `bordered` (for layers on
-/// bordered activations): every input row resampled to `ow` columns in the per-thread
-/// scratch, then each output row blended from two of them. `h`, `w`, `oh` and `ow` are
-/// non-zero.
+/// Bilinear resampling of each of `planes` planes of `input` (`from`, plain or bordered) to
+/// planes of `to` (half-pixel centres; bordered for layers on bordered activations): every
+/// input row resampled to the output's columns in the per-thread scratch, then each output
+/// row blended from two of them. Both planes have at least one row and column.
 pub(crate) fn resize_bilinear(
     input: &[f32],
     planes: usize,
-    (h, w): (usize, usize),
-    (oh, ow): (usize, usize),
-    bordered: bool,
+    (from, to): (PlaneRows, PlaneRows),
 ) -> Vec<f32> {
-    let to = PlaneRows::new((oh, ow), bordered);
     assert_eq!(
         input.len(),
-        planes * h * w,
+        planes * from.len,
         "resize: input of the wrong size"
     );
+    let (h, w) = (from.count, from.width);
     let (ys, xs) = (sample_positions(h, to.count), sample_positions(w, to.width));
     let doubling = doubles(&xs, w);
     let fill = |out: &mut [MaybeUninit<f32>]| {
         for_each_chunk(out, to.len, grain(to.len), |i, dst| {
-            let src = &input[i * h * w..(i + 1) * h * w];
+            let src = &input[i * from.len..(i + 1) * from.len];
             with_scratch(h * to.width, |rows| {
-                Vectorized::Resize((src, w), (&ys, &xs, doubling), rows, (dst, to)).run()
+                Vectorized::Resize((src, from), (&ys, &xs, doubling), rows, (dst, to)).run()
             })
         });
     };
     // SAFETY: the output's `planes` chunks of `to.len` values pair with the input's `planes`
-    // planes of `h * w` (asserted above), and `resize_plane` writes every value of its chunk.
+    // planes of `from.len` (asserted above), and `resize_plane` writes every value of its
+    // chunk.
     unsafe { written(planes * to.len, fill) }
 }
 
-/// One plane of [`resize_bilinear`]: `src` (`h x w`) into `dst` (a plane of `to`, every value
-/// written: `ys` has `to.count` taps, and the zeros around the rows), `rows` holding `h x
-/// to.width` values; `doubling` when the column taps `xs` are a 2x upsampling's (see
-/// [`doubles`]).
+/// One plane of [`resize_bilinear`]: `src` (a plane of `from`) into `dst` (a plane of `to`,
+/// every value written: `ys` has `to.count` taps, and the zeros around the rows), `rows`
+/// holding `from.count x to.width` values; `doubling` when the column taps `xs` are a 2x
+/// upsampling's (see [`doubles`]).
 #[inline(always)]
 fn resize_plane(
-    (src, w): (&[f32], usize),
+    (src, from): (&[f32], PlaneRows),
     (ys, xs, doubling): (&[Tap], &[Tap], bool),
     rows: &mut [f32],
     (dst, to): (&mut [MaybeUninit<f32>], PlaneRows),
 ) {
     let ow = xs.len();
-    for (line, out) in src.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+    let lines = (0..from.count).map(|y| &src[from.start + y * from.pitch..][..from.width]);
+    for (line, out) in lines.zip(rows.chunks_exact_mut(ow)) {
         if doubling {
             double_row(line, out);
             continue;
@@ -1919,7 +1918,7 @@ struct Finishing<'a> {
 /// `start + y * pitch`, with zeros before, between and after the rows when a kernel writes the
 /// plane (a bordered plane's border; plain rows have none).
 #[derive(Clone, Copy)]
-struct PlaneRows {
+pub(crate) struct PlaneRows {
     start: usize,
     pitch: usize,
     count: usize,
@@ -1930,7 +1929,7 @@ struct PlaneRows {
 impl PlaneRows {
     /// The rows of a `height x width` plane, in the bordered layout (see [`BorderedShape`])
     /// when `bordered`, else one after the other.
-    fn new((height, width): (usize, usize), bordered: bool) -> Self {
+    pub(crate) fn new((height, width): (usize, usize), bordered: bool) -> Self {
         if !bordered {
             return Self {
                 start: 0,
@@ -2809,10 +2808,10 @@ enum Vectorized<'a> {
         (&'a mut [MaybeUninit<f32>], PlaneRows),
         &'a mut [f32],
     ),
-    /// One plane of a bilinear resize: `((src, width), (row taps, column taps, whether the
+    /// One plane of a bilinear resize: `((src, its rows), (row taps, column taps, whether the
     /// columns double), rows, (dst, its rows))`.
     Resize(
-        (&'a [f32], usize),
+        (&'a [f32], PlaneRows),
         (&'a [Tap], &'a [Tap], bool),
         &'a mut [f32],
         (&'a mut [MaybeUninit<f32>], PlaneRows),

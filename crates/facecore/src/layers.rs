@@ -1357,29 +1357,37 @@ pub fn resize_bilinear(xs: &Tensor, height: usize, width: usize) -> candle_core:
         return xs.upsample_bilinear2d(height, width, false);
     }
     let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+    let planes = (
+        kernels::PlaneRows::new((h, w), false),
+        kernels::PlaneRows::new((height, width), false),
+    );
     let out = with_f32_slice(&xs, |values| {
-        kernels::resize_bilinear(values, n * c, (h, w), (height, width), false)
+        kernels::resize_bilinear(values, n * c, planes)
     })?;
     Tensor::from_vec(out, (n, c, height, width), xs.device())
 }
 
-/// [`resize_bilinear`] with its output bordered (for layers on [`Bordered`] activations after
-/// it): on the CPU the resize writes the bordered layout as it goes, with no copy to convert
-/// it. Errors as `resize_bilinear` does.
+/// [`resize_bilinear`] of bordered activations, bordered (for layers on [`Bordered`]
+/// activations before and after it): on the CPU the resize reads the input's rows in place and
+/// writes the bordered layout as it goes, with no copy to convert either. Errors as
+/// `resize_bilinear` does.
 pub fn resize_bilinear_bordered(
-    xs: &Tensor,
+    xs: &Bordered,
     height: usize,
     width: usize,
 ) -> candle_core::Result<Bordered> {
-    let (n, c, h, w) = xs.dims4()?;
-    if h == 0 || w == 0 || height == 0 || width == 0 || !xs.device().is_cpu() {
-        return Bordered::new(&resize_bilinear(xs, height, width)?);
+    let (n, c, h, w) = xs.dims;
+    if height == 0 || width == 0 || !xs.on_cpu() {
+        return Bordered::new(&resize_bilinear(&xs.to_tensor()?, height, width)?);
     }
-    let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-    let out = with_f32_slice(&xs, |values| {
-        kernels::resize_bilinear(values, n * c, (h, w), (height, width), true)
+    let planes = (
+        kernels::PlaneRows::new((h, w), true),
+        kernels::PlaneRows::new((height, width), true),
+    );
+    let out = with_f32_slice(&xs.values, |values| {
+        kernels::resize_bilinear(values, n * c, planes)
     })?;
-    Bordered::from_values(out, (n, c, height, width), xs.device())
+    Bordered::from_values(out, (n, c, height, width), xs.values.device())
 }
 
 /// The kind of a [`Pool2d`].
@@ -1816,8 +1824,8 @@ mod tests {
                 assert!(conv.forward_bordered_add(&wrong, residual).is_err());
             }
         }
-        // The resize writes its bordered output exactly as a copy of the plain one holds it:
-        // 2x upsamplings (BlazeFace's pyramid), other ratios, one pixel.
+        // The resize of bordered input writes its bordered output exactly as a copy of the
+        // plain one holds it: 2x upsamplings (BlazeFace's pyramid), other ratios, one pixel.
         for ((n, c, h, w), (oh, ow)) in [
             ((1, 96, 6, 6), (12, 12)),
             ((2, 3, 24, 24), (48, 48)),
@@ -1825,7 +1833,7 @@ mod tests {
             ((1, 1, 1, 1), (2, 3)),
         ] {
             let xs = r(&[n, c, h, w]);
-            let got = resize_bilinear_bordered(&xs, oh, ow).unwrap();
+            let got = resize_bilinear_bordered(&Bordered::new(&xs).unwrap(), oh, ow).unwrap();
             let want = Bordered::new(&resize_bilinear(&xs, oh, ow).unwrap()).unwrap();
             assert_eq!(got.dims4(), want.dims4());
             assert_eq!(
@@ -1834,9 +1842,9 @@ mod tests {
                 "{h}x{w} to {oh}x{ow}"
             );
         }
-        let xs = r(&[1, 2, 3, 3]);
+        let xs = Bordered::new(&r(&[1, 2, 3, 3])).unwrap();
         assert!(resize_bilinear_bordered(&xs, 0, 4).is_err());
-        assert!(resize_bilinear_bordered(&xs.flatten_all().unwrap(), 2, 2).is_err());
+        assert!(resize_bilinear_bordered(&xs, 2, 0).is_err());
     }
 
     #[test]
@@ -2684,7 +2692,7 @@ mod tests {
             ("resize", Box::new(|| resize_bilinear(&xs, 57, 31).unwrap())),
             (
                 "resize bordered",
-                Box::new(|| resize_bilinear_bordered(&xs, 57, 31).unwrap().values),
+                Box::new(|| resize_bilinear_bordered(&bordered, 57, 31).unwrap().values),
             ),
             (
                 "1x1 channels last",

@@ -730,7 +730,7 @@ impl BlazeFace {
                 for (level, skip) in pyramid.iter().zip([f12, f24, f48]) {
                     let skip = skip.into_bordered()?;
                     let (_, _, h, w) = skip.dims4();
-                    let top = level.top.forward(&x.into_plain()?)?;
+                    let top = level.top.forward_bordered(&x.into_bordered()?)?;
                     let top = resize_bilinear_bordered(&top, h, w)?;
                     let lateral = level
                         .lateral
