@@ -50,8 +50,8 @@ use candle_nn::VarBuilder;
 use facecore::geometry::{BBox, Point};
 use facecore::image::{image_to_tensor, InputTransform, Normalization, Resize};
 use facecore::layers::{
-    resize_bilinear_bordered, Activation, Activations, Bordered, Conv2d, Conv2dSpec, Padding,
-    Pool2d, Residual, Separable,
+    resize_bilinear_bordered, Activation, Bordered, Conv2d, Conv2dSpec, Padding, Pool2d, Residual,
+    Separable,
 };
 use facecore::weights::{WeightFile, WeightsSource};
 use image::RgbImage;
@@ -426,42 +426,39 @@ impl Block {
     }
 }
 
-/// Runs `blocks` on `flow`, on bordered activations: a strided block reads them in place (its
-/// first depthwise convolution and its pooled shortcut) and writes them, as the stride-1
-/// blocks do.
-fn run(blocks: &[Block], mut flow: Activations) -> candle_core::Result<Activations> {
+/// Runs `blocks` on `xs`: a strided block reads the bordered activations in place (its first
+/// depthwise convolution and its pooled shortcut) and writes them, as the stride-1 blocks do.
+fn run(blocks: &[Block], mut xs: Bordered) -> candle_core::Result<Bordered> {
     for block in blocks {
-        flow = match block {
+        xs = match block {
             Block::Strided(block) => {
                 let Strided {
                     depthwise,
                     pointwise,
                     pair,
                 } = block.as_ref();
-                let xs = flow.into_bordered()?;
                 let shortcut = Pool2d::max(2, 2).forward_bordered(&xs)?;
                 let ys = depthwise.forward_bordered(&xs)?;
-                Activations::Bordered(match pair {
+                match pair {
                     None => pointwise
                         .forward_bordered_add(&ys, Residual::BeforeActivation(&shortcut))?,
                     Some(pair) => {
                         pair.forward(&pointwise.forward_bordered(&ys)?, Some(&shortcut))?
                     }
-                })
+                }
             }
             Block::Separable(pairs) => {
-                let xs = flow.into_bordered()?;
                 let Some((last, first)) = pairs.split_last() else {
-                    return Ok(Activations::Bordered(xs));
+                    continue;
                 };
                 let ys = first
                     .iter()
                     .try_fold(xs.clone(), |h, p| p.forward(&h, None))?;
-                Activations::Bordered(last.forward(&ys, Some(&xs))?)
+                last.forward(&ys, Some(&xs))?
             }
         };
     }
-    Ok(flow)
+    Ok(xs)
 }
 
 /// One level of the full-range feature pyramid: `relu(top(coarser))` upsampled 2x, plus
@@ -701,8 +698,8 @@ impl BlazeFace {
                 xs.dims()
             );
         }
-        // The first blocks run on bordered activations: the stem writes them so.
-        let xs = Activations::Bordered(self.stem.forward_to_bordered(xs)?);
+        // The whole network runs on bordered activations: the stem writes them so.
+        let xs = self.stem.forward_to_bordered(xs)?;
         match &self.body {
             Body::Short {
                 stage1,
@@ -710,8 +707,8 @@ impl BlazeFace {
                 heads,
             } => {
                 let f16 = run(stage1, xs)?;
-                let f8 = run(stage2, f16.clone())?.into_bordered()?;
-                let (r1, c1) = heads[0].forward(&f16.into_bordered()?)?;
+                let f8 = run(stage2, f16.clone())?;
+                let (r1, c1) = heads[0].forward(&f16)?;
                 let (r2, c2) = heads[1].forward(&f8)?;
                 Ok((Tensor::cat(&[r1, r2], 1)?, Tensor::cat(&[c1, c2], 1)?))
             }
@@ -720,24 +717,21 @@ impl BlazeFace {
                 pyramid,
                 head,
             } => {
-                // Each stage's output feeds the next stage and its pyramid level, whose
-                // lateral convolution, upsampled top and blocks all run on bordered
-                // activations.
+                // Each stage's output feeds the next stage and its pyramid level.
                 let f48 = run(&stages[0], xs)?;
                 let f24 = run(&stages[1], f48.clone())?;
                 let f12 = run(&stages[2], f24.clone())?;
                 let mut x = run(&stages[3], f12.clone())?;
                 for (level, skip) in pyramid.iter().zip([f12, f24, f48]) {
-                    let skip = skip.into_bordered()?;
                     let (_, _, h, w) = skip.dims4();
-                    let top = level.top.forward_bordered(&x.into_bordered()?)?;
+                    let top = level.top.forward_bordered(&x)?;
                     let top = resize_bilinear_bordered(&top, h, w)?;
                     let lateral = level
                         .lateral
                         .forward_bordered_add(&skip, Residual::AfterActivation(&top))?;
-                    x = run(&level.blocks, Activations::Bordered(lateral))?;
+                    x = run(&level.blocks, lateral)?;
                 }
-                head.forward(&x.into_bordered()?)
+                head.forward(&x)
             }
         }
     }
