@@ -1650,17 +1650,13 @@ fn resize_plane(
             *v = line[x0] * (1. - t) + line[x1] * t;
         }
     }
-    let zero = MaybeUninit::new(0.);
-    dst[..to.start].fill(zero);
+    to.clear_ends(dst);
     for (oy, &(y0, y1, t)) in ys.iter().enumerate() {
-        let at = to.start + oy * to.pitch;
         let (top, bottom) = (&rows[y0 * ow..][..ow], &rows[y1 * ow..][..ow]);
-        for ((v, a), b) in dst[at..at + ow].iter_mut().zip(top).zip(bottom) {
+        for ((v, a), b) in to.row(dst, oy).iter_mut().zip(top).zip(bottom) {
             *v = MaybeUninit::new(a * (1. - t) + b * t);
         }
-        dst[at + ow..at + to.pitch].fill(zero);
     }
-    dst[to.start + to.count * to.pitch..].fill(zero);
 }
 
 /// Whether `xs` are the column taps of a 2x upsampling of `w` columns (`w >= 2`), with the
@@ -1984,19 +1980,16 @@ impl Finishing<'_> {
         cols: usize,
         (dst, rows): (&mut [MaybeUninit<f32>], PlaneRows),
     ) {
-        let (zero, ow) = (MaybeUninit::new(0.), rows.width);
-        dst[..rows.start].fill(zero);
+        let ow = rows.width;
+        rows.clear_ends(dst);
         for (oy, values) in values.chunks_mut(cols).take(rows.count).enumerate() {
             let values = &mut values[..ow];
             let residual = self
                 .residual
                 .and_then(|(r, a)| Some((r.get(oy * ow..(oy + 1) * ow)?, a)));
             finish_sum(self.epilogue, self.channel, values, self.bias, residual);
-            let at = rows.start + oy * rows.pitch;
-            dst[at..at + ow].write_copy_of_slice(values);
-            dst[at + ow..at + rows.pitch].fill(zero);
+            rows.row(dst, oy).write_copy_of_slice(values);
         }
-        dst[rows.start + rows.count * rows.pitch..].fill(zero);
     }
 }
 
@@ -2132,19 +2125,16 @@ pub(crate) fn border(shape: &BorderedShape, input: &[f32]) -> Vec<f32> {
         h > 0 && w > 0 && input.len() == planes * h * w,
         "border: input of the wrong size"
     );
+    let rows = PlaneRows::new((h, w), true);
     let fill = |out: &mut [MaybeUninit<f32>]| {
         for_each_chunk(out, plane, grain(plane), |i, dst| {
-            let zero = MaybeUninit::new(0.);
-            dst[..shape.at(0, 0)].fill(zero);
+            rows.clear_ends(dst);
             for (y, line) in input[i * h * w..(i + 1) * h * w]
                 .chunks_exact(w)
                 .enumerate()
             {
-                let start = shape.at(y, 0);
-                dst[start..start + w].write_copy_of_slice(line);
-                dst[start + w..start + w + 2].fill(zero);
+                rows.row(dst, y).write_copy_of_slice(line);
             }
-            dst[shape.at(h, 0)..].fill(zero);
         })
     };
     // SAFETY: the output splits into `planes` chunks of `plane` values, and each chunk is
