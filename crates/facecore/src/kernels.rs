@@ -2202,6 +2202,16 @@ pub(crate) struct SeparableWeights<'a> {
 /// (the outputs no longer in cache for the product: 1.07-1.10 ms and full range 4.4 -> 4.9).
 const SEPARABLE_TILE: usize = 64 << 10;
 
+/// Values of a bordered plane (4 KB, a page) up to which a widening [`separable`] layer of one
+/// image splits over the threads by output channels rather than rows. Split by rows, every
+/// page of the output holds the ends of several planes' shares, written by both threads, and
+/// the threads slowed each other down (measured at two threads, with the product's output
+/// per thread computed into a private buffer as the control: 32→128 on 24x24 with a residual
+/// took 55 µs split by rows, 38 by channels or into the private buffer; BlazeFace full range's
+/// three such layers 52–66 → 33–51 µs). A narrowing layer pays more for computing every
+/// depthwise output on both threads than it gains (192→64 on 12x12: 45 → 76 µs).
+const SMALL_PLANE: usize = 1024;
+
 /// A 3x3 depthwise convolution (stride 1, one zero on every side), when `weights` has one,
 /// then a 1x1 convolution of `input` (`shape`, bordered), with the residual (bordered, its
 /// `channels` at most the outputs): `[N, O, H, W]`, bordered. A few rows of all channels at a
@@ -2234,13 +2244,16 @@ pub(crate) fn separable(
     // channels: each task computes all of the depthwise outputs (cheap beside the product
     // then) and writes whole output planes, so that no two threads write into one plane and
     // each takes only its share of the weights. Otherwise into a multiple of the threads'
-    // count of tiles, so that they share it evenly.
+    // count of tiles, so that they share it evenly. A widening layer on small planes splits
+    // by output channels even when it takes several tiles (see `SMALL_PLANE`).
     let split = match shape.batch {
         1 => tasks_for(h, grain(row)),
         _ => 1,
     };
+    let by_channels = (1, split.min(o).max(1));
     let (tiles, groups) = match h.div_ceil(rows) {
-        1 if o >= c || o >= h * cols || weights.depthwise.is_none() => (1, split.min(o).max(1)),
+        _ if split > 1 && o >= c && plane <= SMALL_PLANE => by_channels,
+        1 if o >= c || o >= h * cols || weights.depthwise.is_none() => by_channels,
         tiles => (tiles.next_multiple_of(split).min(h), 1),
     };
     let rows = h.div_ceil(tiles);

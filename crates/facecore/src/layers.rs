@@ -2631,6 +2631,14 @@ mod tests {
         let (dw, pw) = separable_pair(96, 382, Activation::Relu);
         let small = Separable::new(dw, pw).unwrap();
         let small_input = Bordered::new(&r(&[1, 96, 6, 6])).unwrap();
+        // A widening layer on small planes splits by output channels too, though it takes two
+        // tiles; its residual covers some of them.
+        let (dw, pw) = separable_pair(48, 200, Activation::Relu);
+        let widening = Separable::new(dw, pw).unwrap();
+        let (widening_input, widening_residual) = (
+            Bordered::new(&r(&[1, 48, 20, 20])).unwrap(),
+            Bordered::new(&r(&[1, 150, 20, 20])).unwrap(),
+        );
         let bordered = Bordered::new(&xs).unwrap();
         let one_bordered = Bordered::new(&one_image).unwrap();
         // Planes a whole number of vectors wide: Winograd's F(2x2, 3x3).
@@ -2660,6 +2668,13 @@ mod tests {
                 Box::new(|| {
                     let ys = small.forward(&small_input, Some(&small_input)).unwrap();
                     ys.to_tensor().unwrap()
+                }),
+            ),
+            (
+                "separable, widening on small planes",
+                Box::new(|| {
+                    let ys = widening.forward(&widening_input, Some(&widening_residual));
+                    ys.unwrap().to_tensor().unwrap()
                 }),
             ),
             (
