@@ -2207,7 +2207,7 @@ const SEPARABLE_TILE: usize = 64 << 10;
 /// page of the output holds the ends of several planes' shares, written by both threads, and
 /// the threads slowed each other down (measured at two threads, with the product's output
 /// per thread computed into a private buffer as the control: 32→128 on 24x24 with a residual
-/// took 55 µs split by rows, 38 by channels or into the private buffer; BlazeFace full range's
+/// took 55 µs split by rows, 38 by channels, 36–44 into the private buffer; BlazeFace full range's
 /// three such layers 52–66 → 33–51 µs). A narrowing layer pays more for computing every
 /// depthwise output on both threads than it gains (192→64 on 12x12: 45 → 76 µs).
 const SMALL_PLANE: usize = 1024;
