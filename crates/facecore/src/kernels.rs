@@ -2068,6 +2068,12 @@ fn depthwise_outputs<const K: usize>(
     while i + DEPTHWISE_TAIL <= flat.len() {
         i += depthwise_block::<K, DEPTHWISE_TAIL>(padded, &offsets, &weights, i, flat);
     }
+    // The last values in one more vector, overlapping the previous one (whose values it
+    // computes again, the same), rather than one at a time.
+    if i < flat.len() && flat.len() >= DEPTHWISE_TAIL {
+        i = flat.len() - DEPTHWISE_TAIL;
+        i += depthwise_block::<K, DEPTHWISE_TAIL>(padded, &offsets, &weights, i, flat);
+    }
     for (j, v) in flat.iter_mut().enumerate().skip(i) {
         let mut acc = 0f32;
         for (offsets, weights) in offsets.iter().zip(&weights) {
