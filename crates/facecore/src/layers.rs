@@ -2639,6 +2639,10 @@ mod tests {
             Bordered::new(&r(&[1, 48, 20, 20])).unwrap(),
             Bordered::new(&r(&[1, 150, 20, 20])).unwrap(),
         );
+        // One image in spans of values that end inside rows (384 + 384 + 379 of 37 x 31).
+        let (dw, pw) = separable_pair(32, 24, Activation::Relu);
+        let spans = Separable::new(dw, pw).unwrap();
+        let spans_input = Bordered::new(&r(&[1, 32, 37, 29])).unwrap();
         let bordered = Bordered::new(&xs).unwrap();
         let one_bordered = Bordered::new(&one_image).unwrap();
         // Planes a whole number of vectors wide: Winograd's F(2x2, 3x3).
@@ -2676,6 +2680,10 @@ mod tests {
                     let ys = widening.forward(&widening_input, Some(&widening_residual));
                     ys.unwrap().to_tensor().unwrap()
                 }),
+            ),
+            (
+                "separable, spans inside rows",
+                Box::new(|| spans.forward(&spans_input, None).unwrap().values),
             ),
             (
                 "3x3 bordered",
