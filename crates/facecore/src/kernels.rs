@@ -2257,7 +2257,8 @@ const SMALL_PLANE: usize = 1024;
 /// `channels` at most the outputs): `[N, O, H, W]`, bordered. A span of a few rows' values of
 /// all channels at a time (a tile): their depthwise outputs, then one product of the
 /// pointwise kernel with them (or with the input's values), then the bias, residual and
-/// activation as the tile's values are written. The tiles run in parallel. Panics when a slice does not hold its shape's values.
+/// activation as the tile's values are written. The tiles run in parallel. Panics when a
+/// slice does not hold its shape's values.
 pub(crate) fn separable(
     shape: &BorderedShape,
     input: &[f32],
@@ -2370,8 +2371,8 @@ impl SeparableTile<'_> {
         let (first, last) = (self.span.start == 0, self.span.end == shape.height * cols);
         let (start, bottom) = (shape.at(0, 0) + self.span.start, shape.at(shape.height, 0));
         let image_input = &self.input[self.image * c * plane..][..c * plane];
-        // The product's right matrix: the depthwise outputs, or the input's rows of the tile
-        // (channel `ch`'s at `ch * plane + start`).
+        // The product's right matrix: the depthwise outputs, or the input's values of the
+        // tile (channel `ch`'s at `ch * plane + start`).
         let (rhs, rhs_rs): (&[f32], usize) = match w.depthwise {
             Some((kernel, bias, epilogue)) => {
                 let offset = self.span.start;
