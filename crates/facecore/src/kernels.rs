@@ -2243,9 +2243,10 @@ pub(crate) struct SeparableWeights<'a> {
 const SEPARABLE_TILE: usize = 64 << 10;
 
 /// Values of a bordered plane (4 KB, a page) up to which a widening [`separable`] layer of one
-/// image splits over the threads by output channels rather than rows. Split by rows, every
-/// page of the output holds the ends of several planes' shares, written by both threads, and
-/// the threads slowed each other down (measured at two threads, with the product's output
+/// image splits over the threads by output channels rather than rows. Split by rows, each
+/// output plane has two places where one thread's part ends next to the other's (a pure
+/// write test put each at about 50–75 ns a pass, page boundaries or not), and the threads
+/// slowed each other down (measured at two threads, with the product's output
 /// per thread computed into a private buffer as the control: 32→128 on 24x24 with a residual
 /// took 55 µs split by rows, 38 by channels, 36–44 into the private buffer; BlazeFace full range's
 /// three such layers 52–66 → 33–51 µs). A narrowing layer pays more for computing every
@@ -2299,15 +2300,12 @@ pub(crate) fn separable(
     };
     let rows = h.div_ceil(tiles);
     // Each tile takes a span of the planes' values from `at(0, 0)`, a multiple of
-    // `SPAN_ALIGN` long but for the last.
+    // `SPAN_ALIGN` long but for the last (one tile: all of them).
     let total = h * cols;
-    let span = match tiles {
-        1 => total,
-        _ => total
-            .div_ceil(tiles)
-            .next_multiple_of(SPAN_ALIGN)
-            .min(total),
-    };
+    let span = total
+        .div_ceil(tiles)
+        .next_multiple_of(SPAN_ALIGN)
+        .min(total);
     let tiles = total.div_ceil(span);
     let per_group = o.div_ceil(groups);
     let all = shape.batch * tiles * groups;
