@@ -16,25 +16,15 @@ Prints one line per prefix: its last operator, output tensor and shape, and the 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-import zipfile
 
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from timing import FULL_RANGE, TASK, source
+from timing import TASK_MEMBERS, median_ms, tflite_bytes
 
-MEMBERS = {"blazeface_short_range": "face_detector.tflite", "facemesh": "face_landmarks_detector.tflite"}
 OPERATORS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
-def model_bytes(name: str) -> bytes:
-    if name == "blazeface_full_range":
-        return source(FULL_RANGE).read_bytes()
-    return zipfile.ZipFile(source(TASK)).read(MEMBERS[name])
 
 
 def prefix(content: bytes, count: int) -> bytes:
@@ -55,22 +45,17 @@ def median_us(content: bytes, threads: int, reps: int) -> float:
     interp.set_tensor(inp["index"], np.random.default_rng(0).random(inp["shape"], dtype=np.float32))
     for _ in range(30):
         interp.invoke()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(times)
+    return median_ms(interp.invoke, reps) * 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="blazeface_full_range",
-                        choices=["blazeface_full_range", *MEMBERS])
+                        choices=["blazeface_full_range", *TASK_MEMBERS])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=200)
     args = parser.parse_args()
-    content = model_bytes(args.model)
+    content = tflite_bytes(args.model)
     model = schema.ModelT.InitFromPackedBuf(content, 0)
     graph = model.subgraphs[0]
     for count, op in enumerate(graph.operators, start=1):

@@ -83,19 +83,25 @@ def median_ms(run, reps: int) -> float:
     return statistics.median(times)
 
 
+# The `.tflite` models inside `face_landmarker.task`, by our bench name.
+TASK_MEMBERS = {"blazeface_short_range": "face_detector.tflite",
+                "facemesh": "face_landmarks_detector.tflite",
+                "blendshapes": "face_blendshapes.tflite"}
+
+
+def tflite_bytes(name: str) -> bytes:
+    """The original `.tflite` file of a LiteRT model, by our bench name."""
+    if name == "blazeface_full_range":
+        return source(FULL_RANGE).read_bytes()
+    return zipfile.ZipFile(source(TASK)).read(TASK_MEMBERS[name])
+
+
 def litert(name: str, threads: int):
     """A `run(batch)` and the GFLOPs of one batch-1 forward of a `.tflite` model."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    if name == "blazeface_full_range":
-        content = source(FULL_RANGE).read_bytes()
-    else:
-        member = {"blazeface_short_range": "face_detector.tflite",
-                  "facemesh": "face_landmarks_detector.tflite",
-                  "blendshapes": "face_blendshapes.tflite"}[name]
-        content = zipfile.ZipFile(source(TASK)).read(member)
-    interp = Interpreter(model_content=content, num_threads=threads)
+    interp = Interpreter(model_content=tflite_bytes(name), num_threads=threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     x = np.random.default_rng(0).random(inp["shape"], dtype=np.float32)
