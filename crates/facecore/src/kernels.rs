@@ -1419,14 +1419,39 @@ impl QuantizedWeight {
     }
 }
 
-/// A dense layer with a block-quantised weight: `input` (`rows x inputs`, row-major) times
-/// the dequantised weight transposed, plus `bias` (`[outputs]`, or empty): `rows x outputs`.
-/// It reads the int8 values, a quarter of the bytes of the f32 weight, which bound a batch-1
-/// dense layer, and applies each block's zero point and scale to the block's sum (see
-/// [`quantized_tile`]); the panels are split over the team's threads.
-pub(crate) fn dense_quantized(
+/// The weight of a dense layer held in panels of [`PANEL`] outputs: block-quantised int8
+/// values or f16 values.
+#[derive(Debug, Clone)]
+pub(crate) enum PackedWeight {
+    Int8(QuantizedWeight),
+    Half(HalfWeight),
+}
+
+impl PackedWeight {
+    /// `(outputs, inputs)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Int8(w) => w.dims(),
+            Self::Half(w) => (w.outputs, w.inputs),
+        }
+    }
+
+    /// The weight in f32, `outputs x inputs` row-major.
+    pub fn dequantized(&self) -> Vec<f32> {
+        match self {
+            Self::Int8(w) => w.dequantized(),
+            Self::Half(w) => w.dequantized(),
+        }
+    }
+}
+
+/// A dense layer: `input` (`rows x inputs`, row-major) times the packed weight transposed,
+/// plus `bias` (`[outputs]`, or empty): `rows x outputs`. It reads the weight as it is
+/// stored, int8 (a quarter of the bytes of f32) or f16 (half), whose reads bound a batch-1
+/// dense layer; the panels are split over the team's threads.
+pub(crate) fn dense_packed(
     input: &[f32],
-    weight: &QuantizedWeight,
+    weight: &PackedWeight,
     bias: &[f32],
     rows: usize,
 ) -> Vec<f32> {
@@ -1436,18 +1461,28 @@ pub(crate) fn dense_quantized(
     // `[panel][row][PANEL]`, so that each task writes one run of whole panels.
     let mut out_p = vec![0f32; panels * rows * PANEL];
     if rows > 0 && inputs > 0 {
-        let rows = QuantizedRows {
-            values: input,
-            rows,
-            block_sums: &input
-                .chunks_exact(weight.block)
-                .map(|x| lane_sum(x, |v| v))
-                .collect::<Vec<_>>(),
-        };
-        let share = team_share(rows.rows * inputs * outputs, panels).unwrap_or(panels);
-        for_each_chunk(&mut out_p, share * rows.rows * PANEL, 1, |t, part| {
-            Vectorized::Quantized(weight, &rows, t * share, part).run()
-        });
+        let share = team_share(rows * inputs * outputs, panels).unwrap_or(panels);
+        let chunk = share * rows * PANEL;
+        match weight {
+            PackedWeight::Int8(weight) => {
+                let rows = QuantizedRows {
+                    values: input,
+                    rows,
+                    block_sums: &input
+                        .chunks_exact(weight.block)
+                        .map(|x| lane_sum(x, |v| v))
+                        .collect::<Vec<_>>(),
+                };
+                for_each_chunk(&mut out_p, chunk, 1, |t, part| {
+                    Vectorized::Quantized(weight, &rows, t * share, part).run()
+                });
+            }
+            PackedWeight::Half(weight) => {
+                for_each_chunk(&mut out_p, chunk, 1, |t, part| {
+                    half_panels(weight, (input, rows), t * share, part)
+                });
+            }
+        }
     }
     let mut out = Vec::with_capacity(rows * outputs);
     for r in 0..rows {
@@ -1458,7 +1493,128 @@ pub(crate) fn dense_quantized(
     out
 }
 
-/// The panels `first..` of [`dense_quantized`] for the `rows` rows of `input`, into `out_p`
+/// A dense layer's weight (`outputs x inputs`) as f16 values, as a `.tflite` converted with
+/// float16 quantization stores it. Held in panels of [`PANEL`] outputs like a
+/// [`QuantizedWeight`] (`[panel][input][PANEL]`, the last panel padded with zeros), as the
+/// values' bits.
+#[derive(Debug, Clone)]
+pub(crate) struct HalfWeight {
+    bits: Vec<u16>,
+    outputs: usize,
+    inputs: usize,
+}
+
+impl HalfWeight {
+    /// The weight from `values` (`outputs x inputs`, row-major), or why they do not fit.
+    pub fn new(values: &[half::f16], (outputs, inputs): (usize, usize)) -> Result<Self, String> {
+        if values.len() != outputs * inputs {
+            return Err(format!(
+                "{} values for a {outputs} x {inputs} weight",
+                values.len()
+            ));
+        }
+        let mut bits = vec![0; outputs.div_ceil(PANEL) * inputs * PANEL];
+        for (o, row) in values.chunks_exact(inputs.max(1)).enumerate() {
+            let (p, l) = (o / PANEL, o % PANEL);
+            for (i, v) in row.iter().enumerate() {
+                bits[(p * inputs + i) * PANEL + l] = v.to_bits();
+            }
+        }
+        Ok(Self {
+            bits,
+            outputs,
+            inputs,
+        })
+    }
+
+    /// The weight in f32 (exactly), `outputs x inputs` row-major.
+    pub fn dequantized(&self) -> Vec<f32> {
+        let n = self.inputs;
+        let mut out = Vec::with_capacity(self.outputs * n);
+        for o in 0..self.outputs {
+            let (p, l) = (o / PANEL, o % PANEL);
+            out.extend(
+                (0..n).map(|i| half::f16::from_bits(self.bits[(p * n + i) * PANEL + l]).to_f32()),
+            );
+        }
+        out
+    }
+}
+
+/// The panels `first..` of an f16 [`dense_packed`] for the `rows` rows of `input`, into
+/// `out_p` (`[panel][row][PANEL]`, as many panels as it holds).
+fn half_panels(
+    weight: &HalfWeight,
+    (input, rows): (&[f32], usize),
+    first: usize,
+    out_p: &mut [f32],
+) {
+    let n = weight.inputs;
+    let panels = weight.bits.chunks_exact(n * PANEL).skip(first);
+    for (panel, out) in panels.zip(out_p.chunks_exact_mut(rows * PANEL)) {
+        for (x, out) in input.chunks_exact(n).zip(out.chunks_exact_mut(PANEL)) {
+            out.copy_from_slice(&half_sums(panel, x));
+        }
+    }
+}
+
+/// Independent sums per output that [`half_sums_v4`] keeps, so that its multiply-adds do not
+/// wait on each other.
+const HALF_UNROLL: usize = 8;
+
+/// One panel's outputs for one row: the panel's f16 weights (`[input][PANEL]`) converted to
+/// f32 (exactly) and multiplied by the row's inputs `x`, summed in f32; on AVX-512 by
+/// [`half_sums_v4`].
+fn half_sums(panel: &[u16], x: &[f32]) -> [f32; PANEL] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V4::try_new() {
+        return simd.vectorize(|| half_sums_v4(simd, panel, x));
+    }
+    half_sums_portable(panel, x)
+}
+
+/// [`half_sums`] without vector instructions: one sum per output, the inputs in order.
+fn half_sums_portable(panel: &[u16], x: &[f32]) -> [f32; PANEL] {
+    let mut sums = [0f32; PANEL];
+    for (weights, &x) in panel.chunks_exact(PANEL).zip(x) {
+        for (s, &w) in sums.iter_mut().zip(weights) {
+            *s = half::f16::from_bits(w).to_f32().mul_add(x, *s);
+        }
+    }
+    sums
+}
+
+/// [`half_sums`] on AVX-512: each input's 16 weights converted by one `vcvtph2ps`, times the
+/// broadcast input, added to one of [`HALF_UNROLL`] registers of sums (inputs `k` to sum
+/// `k % HALF_UNROLL`), which are added together at the end.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn half_sums_v4(simd: pulp::x86::V4, panel: &[u16], x: &[f32]) -> [f32; PANEL] {
+    use std::arch::x86_64::{__m256i, __m512};
+    let avx = simd.avx512f;
+    let (weights, _) = panel.as_chunks::<PANEL>();
+    let (steps, last_weights) = weights.as_chunks::<HALF_UNROLL>();
+    let (xs, last_xs) = x.as_chunks::<HALF_UNROLL>();
+    let mut sums = [avx._mm512_setzero_ps(); HALF_UNROLL];
+    for (step, xs) in steps.iter().zip(xs) {
+        for ((s, w), &x) in sums.iter_mut().zip(step).zip(xs) {
+            let w = avx._mm512_cvtph_ps(pulp::cast::<[u16; PANEL], __m256i>(*w));
+            *s = avx._mm512_fmadd_ps(avx._mm512_set1_ps(x), w, *s);
+        }
+    }
+    for ((s, w), &x) in sums.iter_mut().zip(last_weights).zip(last_xs) {
+        let w = avx._mm512_cvtph_ps(pulp::cast::<[u16; PANEL], __m256i>(*w));
+        *s = avx._mm512_fmadd_ps(avx._mm512_set1_ps(x), w, *s);
+    }
+    let [a, b, c, d, e, f, g, h] = sums;
+    let total: __m512 = avx._mm512_add_ps(
+        avx._mm512_add_ps(avx._mm512_add_ps(a, b), avx._mm512_add_ps(c, d)),
+        avx._mm512_add_ps(avx._mm512_add_ps(e, f), avx._mm512_add_ps(g, h)),
+    );
+    pulp::cast(total)
+}
+
+/// The panels `first..` of an int8 [`dense_packed`] for the `rows` rows of `input`, into `out_p`
 /// (`[panel][row][PANEL]`, as many panels as it holds).
 #[inline(always)]
 fn quantized_panels(
@@ -1478,7 +1634,7 @@ fn quantized_panels(
     }
 }
 
-/// The input of [`dense_quantized`]: `rows` rows of the layer's inputs, and the sum of each
+/// The input of an int8 [`dense_packed`]: `rows` rows of the layer's inputs, and the sum of each
 /// row's values over each block of the weight (`[row][block]`).
 struct QuantizedRows<'a> {
     values: &'a [f32],
@@ -2996,6 +3152,33 @@ mod tests {
                     acc += lhs[i * k + l] * rhs[l * rs + j];
                 }
                 dst[i * n + j] = acc;
+            }
+        }
+    }
+
+    /// The AVX-512 product of an f16 panel gives the portable kernel's sums up to their
+    /// order (which the layer tests compare with candle's product): inputs in whole steps of
+    /// [`HALF_UNROLL`], with a remainder, and fewer than one step.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16_panels_on_avx512_match_the_portable_kernel() {
+        let Some(simd) = pulp::x86::V4::try_new() else {
+            return;
+        };
+        for inputs in [0, 1, 7, 8, 9, 100, 512] {
+            let weights = values(inputs * PANEL, 5);
+            let panel: Vec<u16> = weights
+                .iter()
+                .map(|&w| half::f16::from_f32(w).to_bits())
+                .collect();
+            let x = values(inputs, 9);
+            let portable = half_sums_portable(&panel, &x);
+            let v4 = simd.vectorize(|| half_sums_v4(simd, &panel, &x));
+            for (a, b) in v4.iter().zip(&portable) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1. + b.abs()),
+                    "{inputs} inputs: {a} vs {b}"
+                );
             }
         }
     }

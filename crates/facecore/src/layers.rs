@@ -1207,16 +1207,22 @@ impl Module for Linear {
     }
 }
 
-/// A dense layer whose weight (`[out, in]`) is int8 with a scale and a zero point per block of
-/// consecutive inputs of each output, as ONNX `DequantizeLinear` with `block_size` on the input
-/// axis (SFace's `pre_fc1`). On the CPU it multiplies the int8 values themselves, a quarter of
-/// the bytes of the f32 weight, whose reads bound a dense layer at batch 1, and applies each
-/// block's zero point and scale to the block's sums: the products of the dequantised weight
-/// regrouped by block, so its results equal [`Linear`] on the dequantised weight up to
-/// rounding (tested to 1e-5). Elsewhere it multiplies by the dequantised weight with candle.
+/// A dense layer whose weight (`[out, in]`) is kept as it was quantised, read so on the CPU,
+/// whose reads of the weight bound a dense layer at batch 1:
+/// - int8 with a scale and a zero point per block of consecutive inputs of each output, as
+///   ONNX `DequantizeLinear` with `block_size` on the input axis (SFace's `pre_fc1`,
+///   [`new`](Self::new)): it multiplies the int8 values themselves, a quarter of the bytes of
+///   the f32 weight, and applies each block's zero point and scale to the block's sums, the
+///   products of the dequantised weight regrouped by block;
+/// - f16, as a `.tflite` converted with float16 quantization stores its weights (FaceMesh's
+///   landmark head, [`from_f16`](Self::from_f16)): it reads the f16 values, half the bytes,
+///   converts them to f32 as it loads them (exactly) and multiplies and sums in f32.
+///
+/// Its results equal [`Linear`] on the dequantised weight up to rounding (tested to 1e-5).
+/// Elsewhere than on the CPU it multiplies by the dequantised weight with candle.
 #[derive(Debug, Clone)]
 pub struct QuantizedLinear {
-    weight: kernels::QuantizedWeight,
+    weight: kernels::PackedWeight,
     bias: Vec<f32>,
 }
 
@@ -1233,6 +1239,44 @@ impl QuantizedLinear {
         let weight =
             kernels::QuantizedWeight::new(values, (outputs, inputs), scales, zero_points, block)
                 .map_err(|e| candle_core::Error::Msg(format!("quantized dense layer: {e}")))?;
+        Self::with_bias(kernels::PackedWeight::Int8(weight), bias)
+    }
+
+    /// A layer from a weight (`[out, in]`) whose values are all f16 values (an `F16` tensor,
+    /// or one upcast from f16, as facecore's weight files load an f16 tensor) and an optional
+    /// bias (`[out]`). Errors on a value that f16 does not hold exactly, which this layer would
+    /// round.
+    pub fn from_f16(weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Self> {
+        let (outputs, inputs) = weight.dims2()?;
+        let values = weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let inexact = (values.iter().zip(&halves).enumerate())
+            .find(|(_, (v, h))| h.to_f32().to_bits() != v.to_bits());
+        if let Some((i, (v, _))) = inexact {
+            candle_core::bail!(
+                "f16 dense layer: weight value {v} at ({}, {}) is not an f16 value",
+                i / inputs.max(1),
+                i % inputs.max(1)
+            );
+        }
+        let weight = kernels::HalfWeight::new(&halves, (outputs, inputs))
+            .map_err(|e| candle_core::Error::Msg(format!("f16 dense layer: {e}")))?;
+        let bias = bias
+            .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        Self::with_bias(kernels::PackedWeight::Half(weight), bias)
+    }
+
+    /// The layer of `weight` and `bias` (`[outputs]`; none for zeros), or an error when the
+    /// bias has another length.
+    fn with_bias(
+        weight: kernels::PackedWeight,
+        bias: Option<Vec<f32>>,
+    ) -> candle_core::Result<Self> {
+        let (outputs, _) = weight.dims();
         let bias = bias.unwrap_or_default();
         if !bias.is_empty() && bias.len() != outputs {
             candle_core::bail!(
@@ -1273,7 +1317,7 @@ impl Module for QuantizedLinear {
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
         let rows = dims[..dims.len() - 1].iter().product();
         let out = with_f32_slice(&xs, |input| {
-            kernels::dense_quantized(input, &self.weight, &self.bias, rows)
+            kernels::dense_packed(input, &self.weight, &self.bias, rows)
         })?;
         Tensor::from_vec(out, out_dims, xs.device())
     }
@@ -2376,6 +2420,42 @@ mod tests {
     }
 
     #[test]
+    fn f16_dense_layers_match_candle_on_the_f32_weight() {
+        let dev = Device::Cpu;
+        // Outputs in one panel of 16 or several with the last one padded; inputs in whole
+        // steps of 8 and with a remainder; FaceMesh's landmark head.
+        for (shape, outputs) in [
+            (vec![1, 512], 1434),
+            (vec![5, 40], 37),
+            (vec![2, 3, 48], 16),
+            (vec![1, 5], 3),
+            (vec![6, 7], 1),
+        ] {
+            let inputs = shape[shape.len() - 1];
+            let w = Tensor::randn(0f32, 0.1, (outputs, inputs), &dev).unwrap();
+            let w = w.to_dtype(DType::F16).unwrap();
+            let bias = Tensor::randn(0f32, 1., outputs, &dev).unwrap();
+            let ours = QuantizedLinear::from_f16(&w, Some(&bias)).unwrap();
+            let theirs = candle_nn::Linear::new(w.to_dtype(DType::F32).unwrap(), Some(bias));
+            let xs = Tensor::randn(0f32, 1., shape.as_slice(), &dev).unwrap();
+            let err = relative_error(&ours.forward(&xs).unwrap(), &theirs.forward(&xs).unwrap());
+            assert!(err < 1e-5, "{shape:?} -> {outputs}: {err}");
+        }
+        let w = Tensor::zeros((3, 20), DType::F16, &dev).unwrap();
+        let upcast = (w.to_dtype(DType::F32).unwrap() + 0.5).unwrap();
+        assert!(QuantizedLinear::from_f16(&upcast, None).is_ok());
+        let inexact = (upcast + 1e-4).unwrap();
+        let err = QuantizedLinear::from_f16(&inexact, None).unwrap_err();
+        assert!(err.to_string().contains("at (0, 0)"), "{err}");
+        let bad_bias = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        assert!(QuantizedLinear::from_f16(&w, Some(&bad_bias)).is_err());
+        let ok = QuantizedLinear::from_f16(&w, None).unwrap();
+        assert_eq!(ok.dims(), (3, 20));
+        let wrong = Tensor::zeros((2, 21), DType::F32, &dev).unwrap();
+        assert!(ok.forward(&wrong).is_err());
+    }
+
+    #[test]
     fn bilinear_resizing_matches_candle() {
         let dev = Device::Cpu;
         for ((n, c, h, w), (oh, ow)) in [
@@ -2624,6 +2704,9 @@ mod tests {
         let linear = Linear::new(r(&[500, 600]), Some(r(&[500]))).unwrap();
         let (row, rows) = (r(&[1, 600]), r(&[5, 600]));
         let (quantized, _) = quantized_layer((500, 600, 60), 3, None);
+        let half_weight = Tensor::randn(0f32, 0.1, (500, 600), &dev).unwrap();
+        let half_weight = half_weight.to_dtype(DType::F16).unwrap();
+        let half = QuantizedLinear::from_f16(&half_weight, None).unwrap();
         let (dw, pw) = separable_pair(32, 48, Activation::Relu);
         let separable = Separable::new(dw, pw).unwrap();
         // An image that fits one tile splits by output channels (three groups of 128, 128 and
@@ -2748,6 +2831,8 @@ mod tests {
                 "quantized rows",
                 Box::new(|| quantized.forward(&rows).unwrap()),
             ),
+            ("f16 row", Box::new(|| half.forward(&row).unwrap())),
+            ("f16 rows", Box::new(|| half.forward(&rows).unwrap())),
         ];
         let (one, team) = (ThreadPool::new(1).unwrap(), ThreadPool::new(3).unwrap());
         for (name, layer) in &layers {

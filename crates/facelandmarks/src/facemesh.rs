@@ -34,7 +34,10 @@
 //! of one strided block and 4 blocks (32 channels at 64x64, 64 at 32x32, then 128 at 16, 8, 4
 //! and 2). Three 2x2 `VALID` heads on the 2x2x128 map: landmarks (1434), presence logit, and a
 //! third sigmoid output (`Identity_2`) that MediaPipe does not use. Batch norms are folded into
-//! the convolutions by the TFLite converter.
+//! the convolutions by the TFLite converter. The landmark head's window covers the whole map, so
+//! it runs as a dense layer over the flattened map (its kernel `[1434, 128, 2, 2]` read as
+//! `[1434, 512]`), on its f16 values as stored ([`QuantizedLinear::from_f16`]): half the bytes
+//! of the pass's largest weight.
 //!
 //! # Weights
 //!
@@ -56,7 +59,8 @@ use candle_nn::VarBuilder;
 use facecore::geometry::{Affine2, BBox, Keypoints5, Point, Point3};
 use facecore::image::warp_affine;
 use facecore::layers::{
-    Activation, Activations, Conv2d, Conv2dSpec, Padding, Pool2d, Residual, Separable,
+    Activation, Activations, Conv2d, Conv2dSpec, Padding, Pool2d, QuantizedLinear, Residual,
+    Separable,
 };
 use facecore::weights::{WeightFile, WeightsSource};
 use image::{Rgb, RgbImage};
@@ -497,7 +501,7 @@ pub struct MeshOutputs {
 pub struct FaceMeshNet {
     stem: Conv2d,
     blocks: Vec<Block>,
-    landmarks: Conv2d,
+    landmarks: QuantizedLinear,
     presence: Conv2d,
     aux: Conv2d,
 }
@@ -543,10 +547,14 @@ impl FaceMeshNet {
             let spec = Conv2dSpec::new(128, out, 2, 1).with_padding(Padding::Symmetric(0));
             conv(&vb, name, spec, true, Activation::Identity)
         };
+        let (name, outputs) = (n.conv(), NUM_LANDMARKS * 3);
+        let kernel = vb.get((outputs, 128, 2, 2), &format!("{name}/Kernel"))?;
+        let bias = vb.get(outputs, &format!("{name}/Bias"))?;
+        let landmarks = QuantizedLinear::from_f16(&kernel.reshape((outputs, 512))?, Some(&bias))?;
         Ok(Self {
             stem,
             blocks,
-            landmarks: head(&n.conv(), NUM_LANDMARKS * 3)?,
+            landmarks,
             presence: head(&n.conv(), 1)?,
             aux: head(&n.conv(), 1)?,
         })
@@ -584,7 +592,7 @@ impl FaceMeshNet {
             .try_fold(stem, |h, b| b.forward(h))?
             .into_plain()?;
         Ok(MeshOutputs {
-            landmarks: features.apply(&self.landmarks)?.flatten_from(1)?,
+            landmarks: features.flatten_from(1)?.apply(&self.landmarks)?,
             presence_logits: features.apply(&self.presence)?.flatten_all()?,
             aux_scores: candle_nn::ops::sigmoid(&features.apply(&self.aux)?.flatten_all()?)?,
         })
