@@ -893,12 +893,16 @@ pub(crate) fn conv2d_direct(
     if g.kernel != weight.kernel || g.channels != weight.inputs {
         return None;
     }
-    let layout = PhaseLayout::new(g);
+    let rows = PlaneRows::new((g.out_height, g.out_width), bordered);
+    // Bordered with no residual, the sums are computed at the output's pitch and stored in
+    // place when the last block's stores stay inside the plane.
+    let in_place = bordered && residual.is_none();
+    let layout = PhaseLayout::new(g, if in_place { rows.pitch } else { 0 });
+    let in_place = in_place && layout.cols == rows.pitch && rows.start + layout.outputs <= rows.len;
     let (p, outputs) = (g.out_plane(), weight.outputs);
     if layout.outputs > 2 * p {
         return None;
     }
-    let rows = PlaneRows::new((g.out_height, g.out_width), bordered);
     let op = rows.len;
     let (in_len, out_len) = (g.channels * g.in_plane(), outputs * op);
     assert_eq!(
@@ -938,8 +942,13 @@ pub(crate) fn conv2d_direct(
         let share = team_share(image_macs, groups)
             .filter(|_| threaded)
             .unwrap_or(groups);
+        let flat = if in_place {
+            0
+        } else {
+            DIRECT_CHANNELS * layout.outputs
+        };
         for_each_chunk(dst, share * DIRECT_CHANNELS * op, 1, |task, dst| {
-            with_scratch(DIRECT_CHANNELS * layout.outputs, |flat| {
+            with_scratch(flat, |flat| {
                 for (i, dst) in dst.chunks_mut(DIRECT_CHANNELS * op).enumerate() {
                     let group = task * share + i;
                     let task = DirectGroup {
@@ -956,6 +965,7 @@ pub(crate) fn conv2d_direct(
                         epilogue,
                         bias,
                         residual,
+                        in_place,
                     };
                     Vectorized::Direct(&task, dst, flat).run()
                 }
@@ -1059,15 +1069,20 @@ struct DirectGroup<'a> {
     epilogue: &'a Epilogue,
     bias: &'a [f32],
     residual: Option<Residual<'a>>,
+    /// Whether the sums go straight into `dst`'s bordered planes (see [`Self::run_in_place`]).
+    in_place: bool,
 }
 
 impl DirectGroup<'_> {
     /// Computes the group's output planes into `dst` (`[channels][plane]`, planes of `rows`,
     /// as many channels as it holds, at most [`DIRECT_CHANNELS`]), every value of it, channel
     /// `c` completed by its bias, activation and residual; `flat` holds `DIRECT_CHANNELS *
-    /// outputs` values.
+    /// outputs` values unless in place.
     #[inline(always)]
     fn run<S: pulp::Simd>(&self, simd: S, dst: &mut [MaybeUninit<f32>], flat: &mut [f32]) {
+        if self.in_place {
+            return self.run_in_place(simd, dst);
+        }
         let n = self.sums.input.outputs;
         self.sums.run(simd, 0..n, |c, i, sums| {
             flat[c * n + i..c * n + i + sums.len()].copy_from_slice(sums)
@@ -1085,6 +1100,38 @@ impl DirectGroup<'_> {
                     .and_then(|r| r.plane(self.image * self.outputs + channel, self.outputs, p)),
             };
             finish.write_plane(values, self.cols, (plane, rows));
+        }
+    }
+
+    /// [`run`](Self::run) for bordered planes whose pitch is the layout's (`cols`) and no
+    /// residual: output index `i` (row `i / cols`, column `i % cols`) is the plane's value at
+    /// `rows.start + i`, so the sums are stored there, with no scratch plane and no copy, and
+    /// completed in place. The indices past the output width land on the border columns, and
+    /// those past the last row on the bottom border, which are zeroed after.
+    #[inline(always)]
+    fn run_in_place<S: pulp::Simd>(&self, simd: S, dst: &mut [MaybeUninit<f32>]) {
+        let (rows, n) = (self.rows, self.sums.input.outputs);
+        let channels = dst.len() / rows.len;
+        self.sums.run(simd, 0..n, |c, i, sums| {
+            if c < channels {
+                let at = c * rows.len + rows.start + i;
+                dst[at..at + sums.len()].write_copy_of_slice(sums);
+            }
+        });
+        let zero = MaybeUninit::new(0.);
+        for (c, plane) in dst.chunks_mut(rows.len).enumerate() {
+            let run = &mut plane[rows.start..rows.start + n];
+            // SAFETY: the sums above wrote every index `0..n` of each of the group's planes
+            // (`DirectSums::run` covers its whole range), so these values are initialised.
+            let run = unsafe { &mut *(run as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            let channel = self.first + c;
+            let bias = self.bias.get(channel).copied().unwrap_or(0.);
+            finish_sum(self.epilogue, channel, run, bias, None);
+            rows.clear_ends(plane);
+            for y in 0..rows.count {
+                let end = rows.start + y * rows.pitch + rows.width;
+                plane[end..end + rows.pitch - rows.width].fill(zero);
+            }
         }
     }
 }
@@ -1907,7 +1954,7 @@ pub(crate) fn depthwise(
     if k > MAX_DEPTHWISE_KERNEL {
         return None;
     }
-    let layout = PhaseLayout::new(g);
+    let layout = PhaseLayout::new(g, 0);
     Some(planes(g, input, |plane| {
         let c = plane % g.channels;
         PlaneOp::Convolve {
@@ -2010,10 +2057,11 @@ const DEPTHWISE_BLOCK: usize = 64;
 const DEPTHWISE_TAIL: usize = 16;
 
 impl PhaseLayout {
-    fn new(g: &Geometry) -> Self {
+    /// The layout of `g`'s padded input, with a row pitch of at least `min_cols`.
+    fn new(g: &Geometry, min_cols: usize) -> Self {
         let (s, k) = (g.stride, g.kernel);
         let rows = g.out_height + (k - 1) / s;
-        let cols = g.out_width + (k - 1) / s;
+        let cols = (g.out_width + (k - 1) / s).max(min_cols);
         let taps: Vec<usize> = (0..k * k)
             .map(|t| {
                 let (ky, kx) = (t / k, t % k);
