@@ -1611,24 +1611,84 @@ const HALF_UNROLL: usize = 8;
 
 /// One panel's outputs for one row: the panel's f16 weights (`[input][PANEL]`) converted to
 /// f32 (exactly) and multiplied by the row's inputs `x`, summed in f32; on AVX-512 by
-/// [`half_sums_v4`].
+/// [`half_sums_v4`], with AVX2 and F16C by [`half_sums_v3`], elsewhere by
+/// [`half_sums_widened`].
 fn half_sums(panel: &[u16], x: &[f32]) -> [f32; PANEL] {
     #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V4::try_new() {
-        return simd.vectorize(|| half_sums_v4(simd, panel, x));
-    }
-    half_sums_portable(panel, x)
-}
-
-/// [`half_sums`] without vector instructions: one sum per output, the inputs in order.
-fn half_sums_portable(panel: &[u16], x: &[f32]) -> [f32; PANEL] {
-    let mut sums = [0f32; PANEL];
-    for (weights, &x) in panel.chunks_exact(PANEL).zip(x) {
-        for (s, &w) in sums.iter_mut().zip(weights) {
-            *s = half::f16::from_bits(w).to_f32().mul_add(x, *s);
+    {
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            return simd.vectorize(|| half_sums_v4(simd, panel, x));
+        }
+        if has_f16c() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (`has_f16c`), the features the function
+            // is compiled for.
+            return unsafe { half_sums_v3(panel, x) };
         }
     }
-    sums
+    half_sums_widened(panel, x)
+}
+
+/// Whether the CPU has AVX2, FMA and F16C, which [`half_sums_v3`] needs.
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// [`half_sums`] with AVX2, FMA and F16C: each input's 16 weights converted by two
+/// `vcvtph2ps` into two vectors of 8, times the broadcast input, added to one of
+/// [`HALF_UNROLL`] / 2 pairs of registers of sums, which are added together at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_sums_v3(panel: &[u16], x: &[f32]) -> [f32; PANEL] {
+    use std::arch::x86_64::{
+        __m128i, __m256, _mm256_add_ps, _mm256_cvtph_ps, _mm256_fmadd_ps, _mm256_set1_ps,
+        _mm256_setzero_ps,
+    };
+    const PAIRS: usize = HALF_UNROLL / 2;
+    let (weights, _) = panel.as_chunks::<PANEL>();
+    let mut sums = [[_mm256_setzero_ps(); 2]; PAIRS];
+    for (k, (w, &x)) in weights.iter().zip(x).enumerate() {
+        let halves: [[u16; 8]; 2] = pulp::cast(*w);
+        let x = _mm256_set1_ps(x);
+        for (s, h) in sums[k % PAIRS].iter_mut().zip(halves) {
+            let w = _mm256_cvtph_ps(pulp::cast::<[u16; 8], __m128i>(h));
+            *s = _mm256_fmadd_ps(x, w, *s);
+        }
+    }
+    let mut total: [__m256; 2] = [_mm256_setzero_ps(); 2];
+    for pair in sums {
+        for (t, s) in total.iter_mut().zip(pair) {
+            *t = _mm256_add_ps(*t, s);
+        }
+    }
+    pulp::cast(total)
+}
+
+/// [`half_sums`] without AVX-512: the panel converted to f32 in a scratch buffer by `half`'s
+/// slice conversion (F16C where the CPU has it), then summed by [`panel_sums`].
+fn half_sums_widened(panel: &[u16], x: &[f32]) -> [f32; PANEL] {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    with_scratch(panel.len(), |weights| {
+        panel
+            .reinterpret_cast::<half::f16>()
+            .convert_to_f32_slice(weights);
+        let mut sums = [0f32; PANEL];
+        Vectorized::PanelSums(weights, x, &mut sums).run();
+        sums
+    })
+}
+
+/// `sums[l] = sum over k of weights[k][l] * x[k]`, `weights` `[input][PANEL]` in f32: one sum
+/// per output, the inputs in order.
+#[inline(always)]
+fn panel_sums(weights: &[f32], x: &[f32], sums: &mut [f32; PANEL]) {
+    for (weights, &x) in weights.chunks_exact(PANEL).zip(x) {
+        for (s, &w) in sums.iter_mut().zip(weights) {
+            *s = w.mul_add(x, *s);
+        }
+    }
 }
 
 /// [`half_sums`] on AVX-512: each input's 16 weights converted by one `vcvtph2ps`, times the
@@ -3108,6 +3168,9 @@ enum Vectorized<'a> {
     /// A single row's product added to `dst`: `(dst, lhs, rhs, rhs_rs)` (see
     /// [`row_product`]).
     RowProduct(&'a mut [f32], &'a [f32], &'a [f32], usize),
+    /// One panel's sums of a dense layer on widened f16 weights: `(weights, x, sums)` (see
+    /// [`panel_sums`]).
+    PanelSums(&'a [f32], &'a [f32], &'a mut [f32; PANEL]),
     /// One part of a direct convolution on bordered planes: `(part, (output, its length))`
     /// (see [`BorderedDirect::run`]).
     DirectBordered(&'a BorderedDirect<'a>, (SharedPtr, usize)),
@@ -3165,6 +3228,7 @@ impl pulp::WithSimd for Vectorized<'_> {
             Self::DirectBordered(part, out) => part.run(simd, out),
             Self::Winograd(part, scratch, out) => part.run(simd, scratch, out),
             Self::RowProduct(dst, lhs, rhs, rhs_rs) => row_product(simd, dst, lhs, rhs, rhs_rs),
+            Self::PanelSums(weights, x, sums) => panel_sums(weights, x, sums),
             Self::Halving(plane, dst, scratch) => plane.run(dst, scratch),
             Self::Pool(pooling, src, dst, row) => pooling.run(src, dst, row),
             Self::Resize(src, taps, rows, dst) => resize_plane(src, taps, rows, dst),
@@ -3204,15 +3268,13 @@ mod tests {
         }
     }
 
-    /// The AVX-512 product of an f16 panel gives the portable kernel's sums up to their
-    /// order (which the layer tests compare with candle's product): inputs in whole steps of
-    /// [`HALF_UNROLL`], with a remainder, and fewer than one step.
+    /// The AVX-512 and AVX2 products of an f16 panel give the widened kernel's sums up to
+    /// their order (which the layer tests compare with candle's product), each where the CPU
+    /// has it: inputs in whole steps of [`HALF_UNROLL`], with a remainder, and fewer than one
+    /// step.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn f16_panels_on_avx512_match_the_portable_kernel() {
-        let Some(simd) = pulp::x86::V4::try_new() else {
-            return;
-        };
+    fn f16_panels_on_avx512_and_avx2_match_the_widened_kernel() {
         for inputs in [0, 1, 7, 8, 9, 100, 512] {
             let weights = values(inputs * PANEL, 5);
             let panel: Vec<u16> = weights
@@ -3220,13 +3282,18 @@ mod tests {
                 .map(|&w| half::f16::from_f32(w).to_bits())
                 .collect();
             let x = values(inputs, 9);
-            let portable = half_sums_portable(&panel, &x);
-            let v4 = simd.vectorize(|| half_sums_v4(simd, &panel, &x));
-            for (a, b) in v4.iter().zip(&portable) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * (1. + b.abs()),
-                    "{inputs} inputs: {a} vs {b}"
-                );
+            let widened = half_sums_widened(&panel, &x);
+            let v4 = pulp::x86::V4::try_new()
+                .map(|simd| simd.vectorize(|| half_sums_v4(simd, &panel, &x)));
+            // SAFETY: `has_f16c` checks the features `half_sums_v3` is compiled for.
+            let v3 = has_f16c().then(|| unsafe { half_sums_v3(&panel, &x) });
+            for sums in v4.into_iter().chain(v3) {
+                for (a, b) in sums.iter().zip(&widened) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1. + b.abs()),
+                        "{inputs} inputs: {a} vs {b}"
+                    );
+                }
             }
         }
     }
