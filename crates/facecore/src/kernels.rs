@@ -1371,6 +1371,20 @@ pub(crate) fn dense_columns(
 /// Outputs in one panel of a [`QuantizedWeight`]: one vector register of f32 on AVX-512.
 const PANEL: usize = 16;
 
+/// `values` (`rows x cols`, row-major, `rows * cols` of them) in panels of [`PANEL`] rows,
+/// each column's values for the panel's rows side by side (`[panel][col][PANEL]`), the last
+/// panel padded with zeros.
+fn in_panels<T: Copy + Default>(values: &[T], (rows, cols): (usize, usize)) -> Vec<T> {
+    let mut packed = vec![T::default(); rows.div_ceil(PANEL) * cols * PANEL];
+    for (r, row) in values.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        let (p, l) = (r / PANEL, r % PANEL);
+        for (c, &v) in row.iter().enumerate() {
+            packed[(p * cols + c) * PANEL + l] = v;
+        }
+    }
+    packed
+}
+
 /// A dense layer's weight (`outputs x inputs`) as int8 values with a scale and a zero point
 /// per block of `block` consecutive inputs of each output: weight `(o, i)` is `(q(o, i) -
 /// zero(o, b)) * scale(o, b)` in f32, `b = i / block`, as ONNX `DequantizeLinear` computes it
@@ -1422,27 +1436,15 @@ impl QuantizedWeight {
                 zero_points.len()
             ));
         }
-        let panels = outputs.div_ceil(PANEL);
-        let mut packed = Self {
-            values: vec![0; panels * inputs * PANEL],
-            scales: vec![0.; panels * blocks * PANEL],
-            zero_points: vec![0.; panels * blocks * PANEL],
+        let zero_points: Vec<f32> = zero_points.iter().map(|&z| z as f32).collect();
+        Ok(Self {
+            values: in_panels(values, (outputs, inputs)),
+            scales: in_panels(scales, (outputs, blocks)),
+            zero_points: in_panels(&zero_points, (outputs, blocks)),
             block,
             outputs,
             inputs,
-        };
-        for o in 0..outputs {
-            let (p, l) = (o / PANEL, o % PANEL);
-            for (i, &q) in values[o * inputs..(o + 1) * inputs].iter().enumerate() {
-                packed.values[(p * inputs + i) * PANEL + l] = q;
-            }
-            for b in 0..blocks {
-                let at = (p * blocks + b) * PANEL + l;
-                packed.scales[at] = scales[o * blocks + b];
-                packed.zero_points[at] = zero_points[o * blocks + b] as f32;
-            }
-        }
-        Ok(packed)
+        })
     }
 
     /// `(outputs, inputs)`.
@@ -1560,15 +1562,9 @@ impl HalfWeight {
                 values.len()
             ));
         }
-        let mut bits = vec![0; outputs.div_ceil(PANEL) * inputs * PANEL];
-        for (o, row) in values.chunks_exact(inputs.max(1)).enumerate() {
-            let (p, l) = (o / PANEL, o % PANEL);
-            for (i, v) in row.iter().enumerate() {
-                bits[(p * inputs + i) * PANEL + l] = v.to_bits();
-            }
-        }
+        let bits: Vec<u16> = values.iter().map(|v| v.to_bits()).collect();
         Ok(Self {
-            bits,
+            bits: in_panels(&bits, (outputs, inputs)),
             outputs,
             inputs,
         })
