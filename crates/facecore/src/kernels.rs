@@ -11,15 +11,19 @@
 //! unrolled for kernels up to 7x7). A 3x3 depthwise convolution and the 1x1 convolution after
 //! it can also run as one layer on bordered planes ([`separable`]): each plane stored with its
 //! zero border, so that no plane is padded or copied, a few rows of all channels computed at a
-//! time; so can a dense 3x3 convolution with stride 1, directly or, with 16 input channels or
-//! more, by Winograd's F(2x2, 3x3) ([`winograd`]). The bias, the residual and the activation
-//! run on each output row while it is still in cache. Every kernel splits its work over the
-//! current pool's team, or over rayon's pool outside one (see [`threads`](crate::threads)).
+//! time, their product on AVX-512 by [`product()`] (no packing, blocks of eight output channels
+//! in registers), elsewhere by `gemm`; so can a dense 3x3 convolution with stride 1, directly
+//! or, with 16 input channels or more, by Winograd's F(2x2, 3x3) ([`winograd`]). The bias,
+//! the residual and the activation run on each output row while it is still in cache. Every
+//! kernel splits its work over the current pool's team, or over rayon's pool outside one (see
+//! [`threads`](crate::threads)).
 
 use std::mem::MaybeUninit;
 
+mod product;
 mod winograd;
 
+use product::product;
 pub(crate) use winograd::{conv2d_winograd_bordered, WinogradWeight};
 #[cfg(test)]
 pub(crate) use winograd::{takes as winograd_takes, Lanes};
@@ -532,15 +536,22 @@ pub(crate) fn pointwise_channels_last(
                     // SAFETY: the product writes `sums[o * n + p]` for `o < outputs`, `p < n`:
                     // all of `sums`, this thread's own scratch.
                     unsafe {
-                        gemm_raw(
+                        let (dst, rhs, dims) = (
                             sums.as_mut_ptr(),
-                            (n, 1, false),
-                            weight,
                             &src[shape.at(first, 0)..],
                             (outputs, n, c),
-                            plane,
-                            gemm::Parallelism::None,
-                        )
+                        );
+                        if !product(dst, n, weight, rhs, dims, plane) {
+                            gemm_raw(
+                                dst,
+                                (n, 1, false),
+                                weight,
+                                rhs,
+                                dims,
+                                plane,
+                                gemm::Parallelism::None,
+                            )
+                        }
                     };
                     for (o, sums) in sums.chunks_exact_mut(n).enumerate() {
                         let b = bias.get(o).copied().unwrap_or(0.);
@@ -2663,18 +2674,26 @@ impl SeparableTile<'_> {
         // count <= bottom < plane`), inside the output (asserted), which the caller borrows
         // mutably for the whole run, and disjoint from every other task's values (other spans,
         // other channels, or another image's planes), so no two tasks touch the same value.
-        // `gemm_raw` checks that `rhs` holds its `c` rows of `count` values (row stride `rhs_rs`)
-        // and the kernel's rows `outputs` their `outputs.len() * c` values.
+        // `product` (AVX-512) or else `gemm_raw` checks that `rhs` holds its `c` rows of `count`
+        // values (row stride `rhs_rs`) and the kernel's rows `outputs` their `outputs.len() *
+        // c` values.
         unsafe {
-            gemm_raw(
+            let (dst, lhs) = (
                 out.at(image + outputs.start * plane + start),
-                (plane, 1, false),
                 &kernel[outputs.start * c..outputs.end * c],
-                rhs,
-                (outputs.len(), count, c),
-                rhs_rs,
-                gemm::Parallelism::None,
-            )
+            );
+            let dims = (outputs.len(), count, c);
+            if !product(dst, plane, lhs, rhs, dims, rhs_rs) {
+                gemm_raw(
+                    dst,
+                    (plane, 1, false),
+                    lhs,
+                    rhs,
+                    dims,
+                    rhs_rs,
+                    gemm::Parallelism::None,
+                )
+            }
         };
         for oc in outputs {
             let dst = image + oc * plane;
