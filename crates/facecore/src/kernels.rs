@@ -660,7 +660,20 @@ unsafe fn gemm_raw(
         k == 0 || n == 0 || rhs.len() >= (k - 1) * rhs_rs + n,
         "gemm: right matrix too short"
     );
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: zeros, which `gemm` would not write.
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: `dst[i * dst_rs + j * dst_cs]`, i < m, j < n: valid for writes
+                    // and unshared (the caller's guarantee).
+                    unsafe { dst.add(i * dst_rs + j * dst_cs).write(0.) };
+                }
+            }
+        }
         return;
     }
     // SAFETY: `gemm` reads `lhs[i * k + l]` for i < m, l < k (row stride k, column stride 1),
@@ -2659,8 +2672,9 @@ impl SeparableTile<'_> {
                 }
                 (depthwise, count)
             }
-            // Channel `C - 1`'s rows end at (C - 1) * plane + start + count <= C * plane.
-            None => (&image_input[start..], plane),
+            // Channel `C - 1`'s rows end at (C - 1) * plane + start + count <= C * plane (and
+            // without channels there is nothing to read).
+            None => (image_input.get(start..).unwrap_or_default(), plane),
         };
         let (kernel, bias, epilogue) = w.pointwise;
         let image = self.image * o * plane;
@@ -3479,6 +3493,32 @@ mod tests {
             })
         };
         assert_eq!(out, vec![0.; 6]);
+    }
+
+    /// `gemm_raw` writes an empty sum's zeros itself (`gemm` writes nothing when `k` is 0),
+    /// at its strides and nowhere else; accumulating, it leaves the values as they were.
+    #[test]
+    fn an_empty_sum_in_gemm_raw_writes_zeros() {
+        for accumulate in [false, true] {
+            let mut dst = vec![7f32; 12];
+            // SAFETY: `dst` holds 2 rows (stride 6) of 3 values (stride 2).
+            unsafe {
+                gemm_raw(
+                    dst.as_mut_ptr(),
+                    (6, 2, accumulate),
+                    &[],
+                    &[],
+                    (2, 3, 0),
+                    3,
+                    gemm::Parallelism::None,
+                )
+            };
+            // Rows 0 and 1 (stride 6), columns 0 to 2 (stride 2): the even indices.
+            for (i, &v) in dst.iter().enumerate() {
+                let zeroed = !accumulate && i.is_multiple_of(2);
+                assert_eq!(v, if zeroed { 0. } else { 7. }, "value {i}");
+            }
+        }
     }
 
     #[test]

@@ -1593,6 +1593,26 @@ mod tests {
         diff.max(0).unwrap().to_scalar().unwrap()
     }
 
+    /// A 1x1 convolution of bordered activations with no input channels sums nothing: its
+    /// outputs are its bias through the activation, with a zero border.
+    #[test]
+    fn a_pointwise_layer_without_inputs_gives_its_bias() {
+        let dev = Device::Cpu;
+        let w = Tensor::zeros((3, 0, 1, 1), DType::F32, &dev).unwrap();
+        let b = Tensor::new(&[1f32, -2., 3.], &dev).unwrap();
+        let spec = Conv2dSpec::new(0, 3, 1, 1);
+        let conv = Conv2d::from_tensors(w, Some(b), spec, Activation::Relu).unwrap();
+        let xs = Bordered::new(&Tensor::zeros((1, 0, 4, 5), DType::F32, &dev).unwrap()).unwrap();
+        let ys = conv.forward_bordered(&xs).unwrap().to_tensor().unwrap();
+        let want = Tensor::new(&[1f32, 0., 3.], &dev)
+            .unwrap()
+            .reshape((1, 3, 1, 1))
+            .unwrap()
+            .broadcast_as((1, 3, 4, 5))
+            .unwrap();
+        assert_eq!(max_abs_diff(&ys, &want), 0.);
+    }
+
     #[test]
     fn same_padding_matches_tensorflow() {
         assert_eq!(same_padding(128, 5, 2), (1, 2));

@@ -40,7 +40,13 @@ pub(super) unsafe fn product(
     );
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
-        if m > 0 && n > 0 && k > 0 {
+        if k == 0 {
+            // An empty sum: zeros.
+            for r in 0..m {
+                // SAFETY: row `r < m` of `dst`, its `n` values (the caller's).
+                unsafe { std::ptr::write_bytes(dst.add(r * dst_rs), 0, n) };
+            }
+        } else if m > 0 && n > 0 {
             let rhs = (rhs.as_ptr(), rhs_rs);
             // SAFETY: the CPU has AVX-512F (checked above); `lhs` and `rhs` hold every value
             // the blocks read (asserted above) and the caller guarantees `dst`'s rows.
@@ -186,8 +192,8 @@ mod tests {
 
     /// The product against its bounds-checked twin, where the CPU has AVX-512F (elsewhere it
     /// must decline and write nothing): blocks of eight, four, two and one rows, runs of three,
-    /// two and one vectors with and without a masked last one, strided rows on both sides, and
-    /// every value outside the rows' `n` left as it was.
+    /// two and one vectors with and without a masked last one, an empty sum (zeros), strided
+    /// rows on both sides, and every value outside the rows' `n` left as it was.
     #[test]
     fn product_matches_its_bounds_checked_twin() {
         let sentinel = 12345.;
@@ -200,10 +206,11 @@ mod tests {
             (27, 100, 33),
             (16, 4, 128),
             (5, 16, 1),
+            (3, 20, 0),
         ] {
             let (rhs_rs, dst_rs) = (n + 3, n + 5);
             let lhs = values(m * k, 3);
-            let rhs = values((k - 1) * rhs_rs + n, 7);
+            let rhs = values(k.checked_sub(1).map_or(0, |l| l * rhs_rs + n), 7);
             let mut dst = vec![sentinel; (m - 1) * dst_rs + n + 4];
             // SAFETY: `dst` holds `m` rows of `n` values at stride `dst_rs`.
             let done = unsafe { product(dst.as_mut_ptr(), dst_rs, &lhs, &rhs, (m, n, k), rhs_rs) };
