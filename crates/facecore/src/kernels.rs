@@ -536,22 +536,8 @@ pub(crate) fn pointwise_channels_last(
                     // SAFETY: the product writes `sums[o * n + p]` for `o < outputs`, `p < n`:
                     // all of `sums`, this thread's own scratch.
                     unsafe {
-                        let (dst, rhs, dims) = (
-                            sums.as_mut_ptr(),
-                            &src[shape.at(first, 0)..],
-                            (outputs, n, c),
-                        );
-                        if !product(dst, n, weight, rhs, dims, plane) {
-                            gemm_raw(
-                                dst,
-                                (n, 1, false),
-                                weight,
-                                rhs,
-                                dims,
-                                plane,
-                                gemm::Parallelism::None,
-                            )
-                        }
+                        let rhs = &src[shape.at(first, 0)..];
+                        one_product(sums.as_mut_ptr(), n, weight, rhs, (outputs, n, c), plane)
                     };
                     for (o, sums) in sums.chunks_exact_mut(n).enumerate() {
                         let b = bias.get(o).copied().unwrap_or(0.);
@@ -705,6 +691,30 @@ unsafe fn gemm_raw(
             false,
             parallelism,
         );
+    }
+}
+
+/// `dst (m x n, row stride dst_rs) = lhs (m x k, row-major) * rhs (k x n, row stride rhs_rs)`
+/// on the calling thread: by [`product()`] on AVX-512, by `gemm` elsewhere. Panics when `lhs`
+/// or `rhs` is too short for its matrix.
+///
+/// # Safety
+/// As [`gemm_raw`] without accumulating: `dst` must be valid for writes of `dst[i * dst_rs +
+/// j]` for every i < m, j < n, and no other thread may access those values during the call.
+unsafe fn one_product(
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    dims: (usize, usize, usize),
+    rhs_rs: usize,
+) {
+    // SAFETY: the caller's guarantee, which both functions require of `dst`.
+    unsafe {
+        if !product(dst, dst_rs, lhs, rhs, dims, rhs_rs) {
+            let parallelism = gemm::Parallelism::None;
+            gemm_raw(dst, (dst_rs, 1, false), lhs, rhs, dims, rhs_rs, parallelism)
+        }
     }
 }
 
@@ -2688,26 +2698,17 @@ impl SeparableTile<'_> {
         // count <= bottom < plane`), inside the output (asserted), which the caller borrows
         // mutably for the whole run, and disjoint from every other task's values (other spans,
         // other channels, or another image's planes), so no two tasks touch the same value.
-        // `product` (AVX-512) or else `gemm_raw` checks that `rhs` holds its `c` rows of `count`
-        // values (row stride `rhs_rs`) and the kernel's rows `outputs` their `outputs.len() *
-        // c` values.
+        // `one_product` checks that `rhs` holds its `c` rows of `count` values (row stride
+        // `rhs_rs`) and the kernel's rows `outputs` their `outputs.len() * c` values.
         unsafe {
-            let (dst, lhs) = (
+            one_product(
                 out.at(image + outputs.start * plane + start),
+                plane,
                 &kernel[outputs.start * c..outputs.end * c],
-            );
-            let dims = (outputs.len(), count, c);
-            if !product(dst, plane, lhs, rhs, dims, rhs_rs) {
-                gemm_raw(
-                    dst,
-                    (plane, 1, false),
-                    lhs,
-                    rhs,
-                    dims,
-                    rhs_rs,
-                    gemm::Parallelism::None,
-                )
-            }
+                rhs,
+                (outputs.len(), count, c),
+                rhs_rs,
+            )
         };
         for oc in outputs {
             let dst = image + oc * plane;
@@ -3391,7 +3392,7 @@ mod tests {
         }
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
         // A small LCG: deterministic and dependency-free.
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)

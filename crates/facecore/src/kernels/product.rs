@@ -179,16 +179,7 @@ unsafe fn block<const R: usize, const V: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Pseudo-random values in `[-1, 1)`.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n as u32)
-            .map(|i| {
-                let bits = i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                bits as f32 / (1u32 << 23) as f32 - 1.
-            })
-            .collect()
-    }
+    use crate::kernels::tests::values;
 
     /// The product against its bounds-checked twin, where the CPU has AVX-512F (elsewhere it
     /// must decline and write nothing): blocks of eight, four, two and one rows, runs of three,
