@@ -442,12 +442,6 @@ fn matmul(
         dst => dst,
     };
     let (dst, dst_len, accumulate) = match dst {
-        // An empty product writes zeros itself rather than rely on `gemm` doing so.
-        Dst::Write(d) if k == 0 => {
-            let len = (m * n).min(d.len());
-            d[..len].fill(MaybeUninit::new(0.));
-            (d.as_mut_ptr().cast::<f32>(), d.len(), false)
-        }
         Dst::Write(d) => (d.as_mut_ptr().cast::<f32>(), d.len(), false),
         Dst::Add(d) => (d.as_mut_ptr(), d.len(), true),
     };
