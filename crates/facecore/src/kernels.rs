@@ -1146,7 +1146,6 @@ impl DirectGroup<'_> {
                 dst[at..at + sums.len()].write_copy_of_slice(sums);
             }
         });
-        let zero = MaybeUninit::new(0.);
         for (c, plane) in dst.chunks_mut(rows.len).enumerate() {
             let run = &mut plane[rows.start..rows.start + n];
             // SAFETY: the sums above wrote every index `0..n` of each of the group's planes
@@ -1155,11 +1154,7 @@ impl DirectGroup<'_> {
             let channel = self.first + c;
             let bias = self.bias.get(channel).copied().unwrap_or(0.);
             finish_sum(self.epilogue, channel, run, bias, None);
-            rows.clear_ends(plane);
-            for y in 0..rows.count {
-                let end = rows.start + y * rows.pitch + rows.width;
-                plane[end..end + rows.pitch - rows.width].fill(zero);
-            }
+            rows.clear_border(plane);
         }
     }
 }
@@ -2280,6 +2275,16 @@ impl PlaneRows {
         let (row, rest) = dst[at..at + self.pitch].split_at_mut(self.width);
         rest.fill(MaybeUninit::new(0.));
         row
+    }
+
+    /// Zeroes everything of the plane `dst` but its rows' `width` values: the values before
+    /// the first row and after the last, and the rest of each row's pitch.
+    #[inline(always)]
+    fn clear_border(&self, dst: &mut [MaybeUninit<f32>]) {
+        self.clear_ends(dst);
+        for y in 0..self.count {
+            self.row(dst, y);
+        }
     }
 
     /// Zeroes the values of the plane `dst` before its first row and after its last.
