@@ -1400,12 +1400,16 @@ const PANEL: usize = 16;
 fn in_panels<T: Copy + Default>(values: &[T], (rows, cols): (usize, usize)) -> Vec<T> {
     let mut packed = vec![T::default(); rows.div_ceil(PANEL) * cols * PANEL];
     for (r, row) in values.chunks_exact(cols.max(1)).take(rows).enumerate() {
-        let (p, l) = (r / PANEL, r % PANEL);
         for (c, &v) in row.iter().enumerate() {
-            packed[(p * cols + c) * PANEL + l] = v;
+            packed[panel_at(r, c, cols)] = v;
         }
     }
     packed
+}
+
+/// Where value `(row, col)` of a matrix of `cols` columns lies in its [`in_panels`] layout.
+fn panel_at(row: usize, col: usize, cols: usize) -> usize {
+    ((row / PANEL) * cols + col) * PANEL + row % PANEL
 }
 
 /// A dense layer's weight (`outputs x inputs`) as int8 values with a scale and a zero point
@@ -1480,10 +1484,9 @@ impl QuantizedWeight {
         let (n, blocks) = (self.inputs, self.inputs / self.block);
         let mut out = Vec::with_capacity(self.outputs * n);
         for o in 0..self.outputs {
-            let (p, l) = (o / PANEL, o % PANEL);
             out.extend((0..n).map(|i| {
-                let at = (p * blocks + i / self.block) * PANEL + l;
-                let q = self.values[(p * n + i) * PANEL + l] as f32;
+                let at = panel_at(o, i / self.block, blocks);
+                let q = self.values[panel_at(o, i, n)] as f32;
                 (q - self.zero_points[at]) * self.scales[at]
             }));
         }
@@ -1598,10 +1601,7 @@ impl HalfWeight {
         let n = self.inputs;
         let mut out = Vec::with_capacity(self.outputs * n);
         for o in 0..self.outputs {
-            let (p, l) = (o / PANEL, o % PANEL);
-            out.extend(
-                (0..n).map(|i| half::f16::from_bits(self.bits[(p * n + i) * PANEL + l]).to_f32()),
-            );
+            out.extend((0..n).map(|i| half::f16::from_bits(self.bits[panel_at(o, i, n)]).to_f32()));
         }
         out
     }
@@ -3493,6 +3493,33 @@ mod tests {
             })
         };
         assert_eq!(out, vec![0.; 6]);
+    }
+
+    /// Both packed weights give back their values through `dequantized` (the path off the
+    /// CPU): the panels' layout undone, a padded last panel included, and the int8 weight's
+    /// zero point and scale applied per block.
+    #[test]
+    fn packed_weights_dequantize_to_their_values() {
+        let (outputs, inputs, block) = (19, 6, 3);
+        let halves: Vec<half::f16> = values(outputs * inputs, 4)
+            .iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect();
+        let half = HalfWeight::new(&halves, (outputs, inputs)).unwrap();
+        let want: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        assert_eq!(half.dequantized(), want);
+        let q: Vec<i8> = (0..outputs * inputs).map(|i| (i % 23) as i8 - 11).collect();
+        let blocks = inputs / block;
+        let scales: Vec<f32> = (0..outputs * blocks).map(|b| 0.5 + b as f32).collect();
+        let zeros: Vec<i8> = (0..outputs * blocks).map(|b| (b % 5) as i8 - 2).collect();
+        let int8 = QuantizedWeight::new(&q, (outputs, inputs), &scales, &zeros, block).unwrap();
+        let want: Vec<f32> = (0..outputs * inputs)
+            .map(|i| {
+                let b = i / inputs * blocks + i % inputs / block;
+                (q[i] as f32 - zeros[b] as f32) * scales[b]
+            })
+            .collect();
+        assert_eq!(int8.dequantized(), want);
     }
 
     /// `gemm_raw` writes an empty sum's zeros itself (`gemm` writes nothing when `k` is 0),
